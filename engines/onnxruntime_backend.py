@@ -1,0 +1,179 @@
+"""ONNX Runtime engine: runs, on the CPU, any ONNX model that follows the engine contract.
+
+Engine contract (what the trainer's export writes; any model that follows it runs here, and later on TensorRT):
+- Input ``images``: float32 [N, 1, H, W]. Each of N, H, W is either a fixed number or dynamic (symbolic).
+- Outputs ``boxes``: float32 [N, K, 4], x1, y1, x2, y2 in the network input's pixels, and ``scores``: float32
+  [N, K] confidences in [0, 1], after an in-graph top-K (unused slots score 0). No NMS in the graph:
+  the host runs it (engines/postprocess.py) with ``detector.score_threshold``, ``nms_iou`` and ``max_detections``.
+- Pre-processing, done here from the model's metadata_props (optional string entries, parsed as numbers):
+      x = (pixel / full_scale * input_scale - mean) / std
+  full_scale is the frame dtype's: 255 for uint8, 65535 for uint16. ``input_scale`` (default 1) states the
+  pixel range the model was trained on: 1 for images scaled to [0, 1], 255 for raw 8-bit values (mmdet style,
+  e.g. mean 102.98 and std 1). ``mean`` defaults to 0, ``std`` to 1.
+- Geometry, per axis: a fixed input size different from the frame's is reached by resizing the frame (bilinear,
+  cv2.INTER_LINEAR, pixel centres aligned) and boxes are scaled back by frame size / input size; a dynamic size
+  keeps the frame's pixels and pads at the bottom / right, with 0 after normalisation, up to a multiple of
+  ``size_divisor`` (metadata, default 32); frames of one batch are padded to the largest. Boxes come back in each
+  frame's pixels (pixel (r, c) covers [c, c+1) x [r, r+1)); boxes centred in the padding are dropped, the rest
+  clipped to the frame.
+- Batch: a dynamic N runs the whole batch in one call; a fixed N runs chunks of N, the last padded with zeros.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from engines.config import DetectorConfig
+from engines.frames import FULL_SCALE, check_images
+from engines.postprocess import select_detections
+from pipeline.errors import UserError
+from pipeline.types import Detections
+
+CONTRACT = ("input 'images' float32 [N, 1, H, W]; outputs 'boxes' float32 [N, K, 4] (x1, y1, x2, y2 in input "
+            "pixels) and 'scores' float32 [N, K] (see engines/onnxruntime_backend.py)")
+METADATA_DEFAULTS = {"mean": 0.0, "std": 1.0, "input_scale": 1.0, "size_divisor": 32}
+
+
+class OnnxRuntimeDetector:
+    """The engine contract (module docs) run by an ONNX Runtime CPU session."""
+
+    name = "onnxruntime"
+
+    def __init__(self, weights: str | Path, config: DetectorConfig | None = None):
+        import onnxruntime
+
+        self.config = config or DetectorConfig(engine="onnxruntime", weights=str(weights))
+        self.weights = Path(weights)
+        if not self.weights.is_file():
+            raise UserError(f"detector weights not found: {self.weights} (give an .onnx file exported by the "
+                            "trainer with --weights or detector.weights)")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = self.config.onnxruntime.intra_op_threads
+        options.inter_op_num_threads = self.config.onnxruntime.inter_op_threads
+        try:
+            self.session = onnxruntime.InferenceSession(str(self.weights), options,
+                                                        providers=["CPUExecutionProvider"])
+        except Exception as err:  # ONNX Runtime raises its own pybind types for every load failure
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(f"detector weights {self.weights}: not an ONNX model ONNX Runtime can load ({reason}); "
+                            "give an .onnx file exported by the trainer") from None
+        self._check_contract()
+        images = self.session.get_inputs()[0]
+        batch, _, height, width = (_fixed(dim) for dim in images.shape)
+        self.fixed_batch, self.fixed_size = batch, (height, width)
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        self.mean, self.std, self.input_scale = (self._metadata_number(metadata, k) for k in ("mean", "std",
+                                                                                          "input_scale"))
+        self.size_divisor = int(self._metadata_number(metadata, "size_divisor"))
+
+    def _fail(self, problem: str) -> UserError:
+        return UserError(f"detector weights {self.weights} do not follow the engine contract: {problem}; "
+                         f"expected {CONTRACT}")
+
+    def _check_contract(self) -> None:
+        inputs, outputs = self.session.get_inputs(), {o.name: o for o in self.session.get_outputs()}
+        if [i.name for i in inputs] != ["images"]:
+            listed = ", ".join(f"'{i.name}' {i.shape}" for i in inputs)
+            raise self._fail(f"the model's inputs are {listed}, not exactly one named 'images'")
+        images = inputs[0]
+        if images.type != "tensor(float)" or len(images.shape) != 4 or _fixed(images.shape[1]) not in (None, 1):
+            raise self._fail(f"input 'images' is {images.type} {images.shape}")
+        missing = [name for name in ("boxes", "scores") if name not in outputs]
+        if missing:
+            raise self._fail(f"no output named {' or '.join(repr(m) for m in missing)} (outputs: "
+                             f"{', '.join(outputs) or 'none'})")
+        for name, rank in (("boxes", 3), ("scores", 2)):
+            shape = outputs[name].shape  # None when ONNX Runtime cannot infer it: checked on the first batch
+            if shape is not None and (len(shape) != rank or name == "boxes" and _fixed(shape[2]) not in (None, 4)):
+                raise self._fail(f"output '{name}' has shape {shape}")
+
+    def _metadata_number(self, metadata: dict[str, str], key: str) -> float:
+        """A pre-processing constant from the model's metadata_props (module docs), or its default."""
+        text = metadata.get(key)
+        if text is None:
+            return float(METADATA_DEFAULTS[key])
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        valid = math.isfinite(value) and {"mean": True, "std": value > 0, "input_scale": value > 0,
+                                          "size_divisor": value >= 1 and value == int(value)}[key]
+        if not valid:
+            raise UserError(f"detector weights {self.weights}: metadata '{key}' = {text!r} is not valid (mean: a "
+                            "number; std and input_scale: a number > 0; size_divisor: a whole number >= 1)")
+        return value
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        check_images(images, self.name)
+        if not images:
+            return []
+        chunk = self.fixed_batch or len(images)
+        results = []
+        for start in range(0, len(images), chunk):
+            frames = list(images[start:start + chunk])
+            batch, scales = self.prepare(frames, padded_batch=self.fixed_batch or len(frames))
+            boxes, scores = self._run(batch)
+            for index, frame in enumerate(frames):
+                results.append(self._to_frame(boxes[index], scores[index], scales[index], frame.shape))
+        return results
+
+    def prepare(self, frames: list[np.ndarray], padded_batch: int) -> tuple[np.ndarray, np.ndarray]:
+        """The network input float32 [padded_batch, 1, H, W] for ``frames`` and, per frame, the (x, y) factors
+        float64 [len(frames), 2] that take network-input pixels back to frame pixels (module docs)."""
+        fixed_h, fixed_w = self.fixed_size
+        resized = [(fixed_h or f.shape[0], fixed_w or f.shape[1]) for f in frames]
+        height = fixed_h or _round_up(max(h for h, _ in resized), self.size_divisor)
+        width = fixed_w or _round_up(max(w for _, w in resized), self.size_divisor)
+        batch = np.zeros((padded_batch, 1, height, width), np.float32)
+        scales = np.empty((len(frames), 2))
+        for index, (frame, (h, w)) in enumerate(zip(frames, resized)):
+            pixels = frame.astype(np.float32)
+            if (h, w) != frame.shape:
+                pixels = cv2.resize(pixels, (w, h), interpolation=cv2.INTER_LINEAR)
+            gain = self.input_scale / (FULL_SCALE[frame.dtype] * self.std)
+            batch[index, 0, :h, :w] = pixels * gain - self.mean / self.std
+            scales[index] = frame.shape[1] / w, frame.shape[0] / h
+        return batch, scales
+
+    def _to_frame(self, boxes: np.ndarray, scores: np.ndarray, scale: np.ndarray, shape: tuple[int, int]
+                  ) -> Detections:
+        """One frame's detections: boxes scaled to its pixels, those centred in the padding dropped, the rest
+        clipped to the frame, then the host post-processing."""
+        height, width = shape
+        boxes = boxes * np.tile(scale, 2)
+        centres = 0.5 * (boxes[:, :2] + boxes[:, 2:])
+        inside = (centres[:, 0] >= 0) & (centres[:, 0] < width) & (centres[:, 1] >= 0) & (centres[:, 1] < height)
+        boxes = np.clip(boxes[inside], 0, [width, height, width, height])
+        return select_detections(boxes, scores[inside], self.config.score_threshold, self.config.nms_iou,
+                                 self.config.max_detections)
+
+    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            boxes, scores = self.session.run(["boxes", "scores"], {"images": batch})
+        except Exception as err:  # shape mismatches inside the graph surface here
+            raise UserError(f"detector weights {self.weights}: ONNX Runtime failed on a batch of shape "
+                            f"{list(batch.shape)}: {str(err).strip().splitlines()[0]}") from None
+        n = batch.shape[0]
+        if boxes.ndim != 3 or boxes.shape[0] != n or boxes.shape[2] != 4 or scores.shape != boxes.shape[:2]:
+            raise self._fail(f"for input {list(batch.shape)} the model returned boxes {list(boxes.shape)} and "
+                             f"scores {list(scores.shape)}")
+        if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
+            raise UserError(f"detector weights {self.weights}: the model returned NaN or infinite boxes or scores; "
+                            "the model or its export is broken (check it with the trainer's evaluate command)")
+        return boxes.astype(np.float64), scores.astype(np.float64)
+
+    def close(self) -> None:
+        self.session = None
+
+
+def _fixed(dim) -> int | None:
+    """A dimension ONNX Runtime reports: its size when fixed, None when dynamic (a name, None or not positive)."""
+    return dim if isinstance(dim, int) and dim > 0 else None
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
