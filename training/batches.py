@@ -1,0 +1,93 @@
+"""The reference's train and test data pipelines over a DenseSirst split, and the collate that makes torch batches.
+
+Train (reference section 1.4): the split repeated 3 times, each sample stretched to 512x512, flipped with p 0.5, then
+BAG-CP with a source drawn uniformly from the repeated set (it may be the same image), itself resized and flipped.
+Randomness comes from ``numpy.random.default_rng([seed, epoch, index])``, so a sample is the same in any worker and
+any order; call ``set_epoch`` at the start of each epoch to get fresh augmentation.
+Test: stretch to 512x512 only; ground truth for evaluation stays in original pixels (``DenseSirst.annotations``).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from training.bag_cp import SkyCopyPaste
+from training.densesirst import DenseSirst, Sample
+from training.transforms import (CAFFE_BGR_MEAN, CAFFE_STD, REFERENCE_SIZE, random_horizontal_flip, resize_stretch,
+                                 to_model_input)
+
+
+class ReferenceTrainingSet:
+    """Map-style dataset of augmented 512x512 ``Sample``s; ``copy_paste=None`` turns BAG-CP off (ablation row (a))."""
+
+    def __init__(self, dataset: DenseSirst, *, repeats: int = 3, size: tuple[int, int] = REFERENCE_SIZE,
+                 flip_probability: float = 0.5, copy_paste: SkyCopyPaste | None = SkyCopyPaste(), seed: int = 0):
+        if copy_paste is not None and not dataset.with_masks:
+            raise ValueError("BAG-CP needs sky and target masks: build the DenseSirst with with_masks=True")
+        self.dataset, self.repeats, self.size = dataset, repeats, size
+        self.flip_probability, self.copy_paste, self.seed = flip_probability, copy_paste, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.repeats * len(self.dataset)
+
+    def __getitem__(self, index: int) -> Sample:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        sample = self._load(index, rng)
+        if self.copy_paste is None:
+            return sample
+        source = self._load(int(rng.integers(0, len(self))), rng)
+        return self.copy_paste(sample, source, rng)
+
+    def _load(self, index: int, rng: np.random.Generator) -> Sample:
+        sample = resize_stretch(self.dataset[index % len(self.dataset)], self.size)
+        return random_horizontal_flip(sample, rng, self.flip_probability)
+
+
+class ResizedTestSet:
+    """The reference's test pipeline: each image stretched to ``size``; ``scale_factor`` maps predictions back."""
+
+    def __init__(self, dataset: DenseSirst, size: tuple[int, int] = REFERENCE_SIZE):
+        self.dataset, self.size = dataset, size
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Sample:
+        return resize_stretch(self.dataset[index], self.size)
+
+
+@dataclass
+class Batch:
+    """images float32 [B, C, H, W] normalised; boxes: B float32 tensors [N_i, 4]; sky_masks uint8 [B, H, W] (1 sky,
+    0 other, 255 ignore) or None; scale_factors float32 [B, 2] (sx, sy); original_hw int64 [B, 2]."""
+
+    images: torch.Tensor
+    boxes: list[torch.Tensor]
+    sky_masks: torch.Tensor | None
+    scale_factors: torch.Tensor
+    original_hw: torch.Tensor
+    image_ids: list[str]
+
+
+def collate(samples: Sequence[Sample], mean: tuple[float, ...] = CAFFE_BGR_MEAN,
+            std: tuple[float, ...] = CAFFE_STD) -> Batch:
+    """Stack same-size samples into a Batch (normalisation as ``to_model_input``; the reference's by default)."""
+    shapes = {sample.image.shape for sample in samples}
+    if len(shapes) != 1:
+        raise ValueError(f"samples of one batch must share one image size, got {sorted(shapes)}: resize them first")
+    with_sky = all(sample.sky_mask is not None for sample in samples)
+    return Batch(
+        images=torch.from_numpy(np.stack([to_model_input(sample.image, mean, std) for sample in samples])),
+        boxes=[torch.from_numpy(np.ascontiguousarray(sample.boxes, np.float32)) for sample in samples],
+        sky_masks=torch.from_numpy(np.stack([sample.sky_mask for sample in samples])) if with_sky else None,
+        scale_factors=torch.tensor([sample.scale_factor for sample in samples], dtype=torch.float32),
+        original_hw=torch.tensor([sample.original_hw for sample in samples], dtype=torch.int64),
+        image_ids=[sample.image_id for sample in samples],
+    )
