@@ -1,0 +1,85 @@
+"""The assembled detector: grey images -> backbone -> FPN -> head, and ``build_detector`` from a config dict.
+
+Input normalisation is split so that engines can do it from two numbers: the engine (and the trainer, through
+``Detector.normalize``) computes y = (pixel / full_scale * input_scale - mean) / std with the scalar constants of
+``input_normalization``; the network's first module turns y into each channel's own normalisation.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from models.backbones import ResNet
+from models.config import InputConfig, ModelConfig
+from models.heads import FCOSHead, HeadOutputs
+from models.necks import FPN
+from models.targets import ImageTargets
+from pipeline.schema import build
+
+
+class GreyToChannels(nn.Module):
+    """[N, 1, H, W] normalised with the scalar mean / std (the channel averages) -> [N, channels, H, W] with each
+    channel's own mean / std, as an exact per-channel affine map (a no-op for one channel)."""
+
+    def __init__(self, config: InputConfig):
+        super().__init__()
+        mean, std = torch.tensor(config.mean), torch.tensor(config.std)
+        self.scalar_mean, self.scalar_std = float(mean.mean()), float(std.mean())
+        self.channels = config.channels
+        self.register_buffer("gain", (self.scalar_std / std).view(1, -1, 1, 1))
+        self.register_buffer("offset", ((self.scalar_mean - mean) / std).view(1, -1, 1, 1))
+        self.identity = bool((self.gain == 1).all() and (self.offset == 0).all())
+
+    def forward(self, images: Tensor) -> Tensor:
+        if self.identity:
+            return images.expand(-1, self.channels, -1, -1)
+        return images * self.gain + self.offset
+
+
+class Detector(nn.Module):
+    """Backbone + FPN + FCOS/BAFE head.
+
+    forward: images float32 [N, 1, H, W], normalised as ``normalize`` does -> HeadOutputs (raw, per level).
+    loss: HeadOutputs and per-image ImageTargets -> dict of loss terms (sum them to train).
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.grey_to_channels = GreyToChannels(config.input)
+        self.backbone = ResNet(config.backbone, config.input.channels, num_stages=config.neck.levels[-1] - 1)
+        self.neck = FPN(config.neck, self.backbone.out_channels)
+        self.head = FCOSHead(config.head, self.neck.strides)
+
+    @property
+    def strides(self) -> list[int]:
+        return self.neck.strides
+
+    @property
+    def input_normalization(self) -> dict[str, float]:
+        """The scalar pre-processing of the engine contract (engines/onnxruntime_backend.py): mean, std and
+        input_scale, plus the size_divisor frames are padded to (the coarsest stride)."""
+        return {"mean": self.grey_to_channels.scalar_mean, "std": self.grey_to_channels.scalar_std,
+                "input_scale": self.config.input.pixel_scale, "size_divisor": 2 ** self.config.neck.levels[-1]}
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """Grey images [N, 1, H, W] scaled to [0, 1] -> the network input (what the engines feed)."""
+        constants = self.input_normalization
+        return (images * constants["input_scale"] - constants["mean"]) / constants["std"]
+
+    def forward(self, images: Tensor) -> HeadOutputs:
+        features = self.backbone(self.grey_to_channels(images))
+        return self.head(self.neck(features))
+
+    def loss(self, outputs: HeadOutputs, targets: list[ImageTargets]) -> dict[str, Tensor]:
+        return self.head.loss(outputs, targets)
+
+
+def build_detector(config: dict[str, Any] | ModelConfig, path: str = "model") -> Detector:
+    """The detector a model config describes: a plain dict (the `model:` section of a YAML file, validated and
+    reported under ``path``) or an already validated ModelConfig."""
+    if not isinstance(config, ModelConfig):
+        config = build(ModelConfig, config, path)
+    return Detector(config)

@@ -1,0 +1,39 @@
+"""Feature pyramid network as mmdet's FPN without extra levels (the reference: start_level=1, num_outs=3 -> P3-P5).
+
+No norm, no activation, Xavier-uniform init. Levels are chosen by number (l has stride 2^l), so our configs can
+add P2 (stride 4) from C2; the reference's ``add_extra_convs`` creates nothing with num_outs=3 and is not built.
+"""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.config import FIRST_LEVEL, NeckConfig
+
+
+class FPN(nn.Module):
+    """[C2, C3, C4, C5] -> [P_l for l in levels], each [N, out_channels, H_l, W_l] at the size of C_l.
+
+    Top-down path: 1x1 lateral conv per level, the coarser merged map upsampled (nearest, to the finer map's
+    size) and added, then a 3x3 output conv per level.
+    """
+
+    def __init__(self, config: NeckConfig, backbone_channels: list[int]):
+        super().__init__()
+        self.levels = list(config.levels)
+        self.strides = [2 ** level for level in self.levels]
+        in_channels = [backbone_channels[level - FIRST_LEVEL] for level in self.levels]
+        self.lateral_convs = nn.ModuleList(nn.Conv2d(c, config.out_channels, 1) for c in in_channels)
+        self.output_convs = nn.ModuleList(nn.Conv2d(config.out_channels, config.out_channels, 3, padding=1)
+                                          for _ in in_channels)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, features: list[Tensor]) -> list[Tensor]:
+        laterals = [conv(features[level - FIRST_LEVEL]) for conv, level in zip(self.lateral_convs, self.levels)]
+        for index in range(len(laterals) - 1, 0, -1):
+            finer = laterals[index - 1]
+            laterals[index - 1] = finer + F.interpolate(laterals[index], size=finer.shape[2:], mode="nearest")
+        return [conv(lateral) for conv, lateral in zip(self.output_convs, laterals)]
