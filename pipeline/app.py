@@ -115,8 +115,8 @@ def run(config: PipelineConfig, source: Source | None = None) -> tuple[dict, Run
     ``source`` replaces the configured one (benchmarks replay pre-rendered frames to time the runtime alone).
     """
     run_dir = prepare_run_dir(config.run_dir())
+    detector = create_detector(config.detector)  # first: a bad weights file fails before anything is opened
     source = source if source is not None else open_source(config.source)
-    detector = create_detector(config.detector)
     tracker = create_tracker(config.tracker, stream_id=source.stream_id)
     sinks: list[Sink] = []
     opened = []
