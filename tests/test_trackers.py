@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from filterpy.common import Q_discrete_white_noise
 from filterpy.kalman import KalmanFilter
+from scipy.optimize import linear_sum_assignment
 
 from pipeline.errors import ConfigError, UserError
 from pipeline.schema import build
 from pipeline.types import Detections, TrackStatus
-from trackers import PointTargetTracker, TrackerConfig, create_tracker, kalman
+from trackers import PointTargetTracker, TrackerConfig, association, create_tracker, gating, kalman
 from trackers.association import assign_gnn, gate_components
 from trackers.camera_motion import PhaseCorrelationMotion
 from trackers.gating import GatedPairs, gate_threshold, mahalanobis_gate, pairs_within_radius
@@ -143,7 +144,9 @@ def test_pairs_within_radius_equals_brute_force(aspect):
     assert np.all(np.diff(rows) >= 0)
 
 
-def test_mahalanobis_gate_equals_brute_force():
+@pytest.mark.parametrize("all_pairs_max", [0, 10**9], ids=["pre-gate", "all-pairs"])
+def test_mahalanobis_gate_equals_brute_force(monkeypatch, all_pairs_max):
+    monkeypatch.setattr(gating, "ALL_PAIRS_MAX", all_pairs_max)
     rng = np.random.default_rng(4)
     positions, z = rng.uniform(0, 200, (80, 2)), rng.uniform(0, 200, (90, 2))
     P, R = random_spd(rng, 80, 2, 3.0), random_spd(rng, 90, 2, 1.0)
@@ -197,6 +200,35 @@ def test_gnn_equals_exhaustive_search_on_random_clusters(seed):
     got = set(zip(association.pair_tracks.tolist(), association.pair_detections.tolist()))
     assert got == exhaustive_gnn(pairs, n_tracks)
     assert np.array_equal(association.miss_weights == 0, np.isin(np.arange(n_tracks), association.pair_tracks))
+
+
+@pytest.mark.parametrize("block_max_tracks", [4, association.BLOCK_MAX_TRACKS])
+def test_gnn_on_many_clusters_equals_one_hungarian_solve_of_the_whole_matrix(monkeypatch, block_max_tracks):
+    """Hundreds of tracks in clusters of every size (some merged into big components): solving per component
+    and per block must give what one Hungarian solve of the dense T x N matrix gives (most pairs, least cost)."""
+    monkeypatch.setattr(association, "BLOCK_MAX_TRACKS", block_max_tracks)
+    rng = np.random.default_rng(11)
+    centres = rng.uniform(0, 400, (40, 2))
+    sizes = rng.integers(1, 25, len(centres))
+    tracks_xy = np.concatenate([c + rng.normal(0, 4, (n, 2)) for c, n in zip(centres, sizes)])
+    detections_xy = np.concatenate([tracks_xy[rng.random(len(tracks_xy)) < 0.85] + rng.normal(0, 1, (1, 2)),
+                                    rng.uniform(0, 400, (30, 2))])
+    distances = np.linalg.norm(tracks_xy[:, None] - detections_xy[None], axis=2)
+    tracks, detections = np.nonzero(distances <= 4.0)
+    pairs = GatedPairs(tracks, detections, distances[tracks, detections] ** 2 + rng.uniform(-1, 1, len(tracks)))
+    n_tracks, n_detections = len(tracks_xy), len(detections_xy)
+    got = assign_gnn(pairs, n_tracks, n_detections)
+
+    matrix = np.full((n_tracks, n_detections), 1e6)
+    matrix[tracks, detections] = pairs.costs
+    rows, cols = linear_sum_assignment(matrix)
+    gated = matrix[rows, cols] < 1e6
+    assert len(got.pair_tracks) == np.count_nonzero(gated) > 100
+    cost = dict(zip(zip(tracks.tolist(), detections.tolist()), pairs.costs))
+    got_cost = sum(cost[pair] for pair in zip(got.pair_tracks.tolist(), got.pair_detections.tolist()))
+    assert got_cost == pytest.approx(matrix[rows, cols][gated].sum(), abs=1e-9)
+    assert len(set(got.pair_detections.tolist())) == len(got.pair_detections)
+    assert np.all(np.diff(got.pair_tracks) > 0)  # at most one pair per track, sorted by track
 
 
 def exhaustive_jpda(pairs: GatedPairs, psi: np.ndarray, n_tracks: int) -> np.ndarray:

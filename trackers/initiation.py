@@ -15,12 +15,9 @@ P2 = POSITION_DIMS
 def _higher_derivative_covariance(n: int, state_dims: int, velocity_var: float, acceleration_var: float
                                   ) -> np.ndarray:
     """[n, D, D] zero matrices with the prior variances on the velocity (and acceleration) diagonal."""
-    P = np.zeros((n, state_dims, state_dims))
-    variances = [velocity_var, acceleration_var][:state_dims // P2 - 1]
-    for order, variance in enumerate(variances, start=1):
-        rows = np.arange(order * P2, (order + 1) * P2)
-        P[:, rows, rows] = variance
-    return P
+    variances = [0.0, velocity_var, acceleration_var][:state_dims // P2]
+    prior = np.diag(np.repeat(variances, P2))
+    return np.broadcast_to(prior, (n, state_dims, state_dims)).copy()
 
 
 def one_point_states(z: np.ndarray, R: np.ndarray, state_dims: int, velocity_var: float, acceleration_var: float

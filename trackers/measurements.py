@@ -54,12 +54,8 @@ def to_measurements(detections: Detections, noise_px: float, noise_size_fraction
     boxes = np.asarray(detections.boxes, dtype=np.float64)
     scores = np.asarray(detections.scores, dtype=np.float64)
     given = None if detections.covariances is None else np.asarray(detections.covariances, dtype=np.float64)
-    with np.errstate(invalid="ignore", over="ignore"):
-        valid = np.isfinite(boxes.sum(axis=1) + scores)  # a NaN or inf anywhere in a row makes its sum non-finite
-        if given is not None:
-            a, b, c, d = given[:, 0, 0], given[:, 0, 1], given[:, 1, 0], given[:, 1, 1]
-            valid &= np.isfinite(a + b + c + d) & (a > 0) & (a * d - 0.25 * (b + c) ** 2 > 0)
-    dropped = len(boxes) - int(np.count_nonzero(valid))
+    valid = _valid_rows(boxes, scores, given)
+    dropped = 0 if valid is None else len(boxes) - int(np.count_nonzero(valid))
     if dropped:
         boxes, scores = boxes[valid], scores[valid]
         given = None if given is None else given[valid]
@@ -68,7 +64,20 @@ def to_measurements(detections: Detections, noise_px: float, noise_size_fraction
         covariances = 0.5 * (given + given.transpose(0, 2, 1))
     else:
         variances = noise_px ** 2 + (noise_size_fraction * sizes) ** 2
-        variances /= np.clip(scores, MIN_NOISE_SCORE, 1.0)[:, None]
+        variances /= np.minimum(np.maximum(scores, MIN_NOISE_SCORE), 1.0)[:, None]
         covariances = np.zeros((len(boxes), 2, 2))
         covariances[:, 0, 0], covariances[:, 1, 1] = variances[:, 0], variances[:, 1]
     return Measurements(0.5 * (boxes[:, :2] + boxes[:, 2:]), covariances, sizes.astype(np.float32)), dropped
+
+
+def _valid_rows(boxes: np.ndarray, scores: np.ndarray, covariances: np.ndarray | None) -> np.ndarray | None:
+    """bool [N]: rows without NaN or infinite values and with a positive-definite covariance; None when every
+    row is valid and there is no covariance to check (the usual case, found with two cheap whole-array tests)."""
+    if covariances is None and np.isfinite(boxes).all() and np.isfinite(scores).all():
+        return None
+    with np.errstate(invalid="ignore", over="ignore"):
+        valid = np.isfinite(boxes.sum(axis=1) + scores)  # a NaN or inf anywhere in a row makes its sum non-finite
+        if covariances is not None:
+            a, b, c, d = covariances[:, 0, 0], covariances[:, 0, 1], covariances[:, 1, 0], covariances[:, 1, 1]
+            valid &= np.isfinite(a + b + c + d) & (a > 0) & (a * d - 0.25 * (b + c) ** 2 > 0)
+    return valid
