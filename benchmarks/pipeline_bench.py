@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -21,6 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import machine  # noqa: E402
 from pipeline.app import run  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from simulation import SyntheticScene  # noqa: E402
@@ -42,19 +41,6 @@ class ReplaySource:
 
     def close(self):
         pass
-
-
-def machine() -> dict:
-    import cv2
-    import onnxruntime
-
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "opencv": cv2.__version__, "onnxruntime": onnxruntime.__version__}
 
 
 def timed_run(overrides: list[str], source: ReplaySource, out: Path) -> dict:
@@ -103,7 +89,7 @@ def main() -> None:
         "frame_size": list(frames[0].shape[::-1]),
         "default_metrics": default["metrics"],
         "runs": runs,
-        "machine": machine(),
+        "machine": machine(("opencv-python-headless", "onnxruntime")),
         "command": "python benchmarks/pipeline_bench.py --json " + args.json,
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
