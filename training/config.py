@@ -1,0 +1,174 @@
+"""The trainer's config (configs/train/*.yaml): YAML validated into typed sections, with `--set key.path=value`.
+
+Relative paths in ``model`` and ``data.root`` are read from the repository root, so a config works from any
+working directory; the run folder (``output.dir``) is relative to the current directory, like run_pipeline.py's.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from pipeline.config import apply_override
+from pipeline.errors import ConfigError, UserError
+from pipeline.schema import build, option, require
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class DataConfig:
+    root: str = option(
+        "../shared/data/densesirst/SIRSTdevkit",
+        "DenseSIRST SIRSTdevkit folder (PNGImages/, SIRST/, SkySeg/, Splits/); relative to the repo root")
+    train_split: str = option("train_v2", "split trained on: train_v2 (val_v2 then selects the checkpoint) or "
+                                          "trainval_v2 (the reference; set val_split null)")
+    val_split: str | None = option(
+        "val_v2", "split evaluated after training epochs to pick best.pt (null: none; use last.pt); it must "
+                  "share no image with train_split")
+    test_split: str = option("test_v2", "split reported once per released model (train.py evaluate --split)")
+    input_size: list[int] = option([512, 512], "network input [width, height] in pixels (multiples of 32)")
+    resize: Literal["stretch", "keep_ratio"] = option(
+        "stretch", "'stretch': every image to exactly input_size (the reference); 'keep_ratio': fit inside it, pad "
+                   "bottom/right")
+    copy_paste: Literal["reference", "paper", "off"] = option(
+        "reference", "BAG-CP: 'reference' (the code: 5 targets per 25 px window), 'paper' (1-3 windows of 8-12 "
+                     "targets), 'off'")
+    repeats: int = option(3, "passes over train_split per epoch (the reference: 3)")
+    flip_probability: float = option(0.5, "probability of a horizontal flip")
+
+    def __post_init__(self):
+        require(len(self.input_size) == 2 and all(32 <= s <= 4096 and s % 32 == 0 for s in self.input_size),
+                "input_size", f"must be [width, height], each a multiple of 32 in 32..4096, got {self.input_size}")
+        require(self.repeats >= 1, "repeats", f"must be at least 1, got {self.repeats}")
+        require(0 <= self.flip_probability <= 1, "flip_probability", f"must be 0..1, got {self.flip_probability}")
+
+    @property
+    def root_path(self) -> Path:
+        return REPO_ROOT / self.root
+
+
+@dataclass
+class OptimizerConfig:
+    lr: float = option(1.0, "DAdaptAdam's lr multiplier of the adapted step size D (the reference: 1.0)")
+    weight_decay: float = option(0.05, "decoupled (AdamW-style) weight decay; none on norm layers and biases")
+    d0: float = option(1e-6, "initial D estimate of D-Adaptation")
+
+    def __post_init__(self):
+        require(math.isfinite(self.lr) and self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        require(0 <= self.weight_decay < 1, "weight_decay", f"must be 0..<1, got {self.weight_decay}")
+        require(self.d0 > 0, "d0", f"must be > 0, got {self.d0}")
+
+
+@dataclass
+class ScheduleConfig:
+    epochs: int = option(20, "training epochs (each repeats train_split data.repeats times)")
+    warmup_iters: int = option(500, "iterations at the start whose lr is reduced")
+    warmup_factor: float = option(1 / 3, "lr factor at iteration 0 of the warm-up")
+    warmup_mode: Literal["constant", "linear"] = option(
+        "constant", "'constant': warmup_factor for all warm-up iterations (the reference's ConstantLR); 'linear': "
+                  "rises from warmup_factor to 1")
+    milestones: list[int] = option([8, 16], "epochs after which the lr is multiplied by gamma")
+    gamma: float = option(0.1, "lr factor at each milestone")
+
+    def __post_init__(self):
+        require(self.epochs >= 1, "epochs", f"must be at least 1, got {self.epochs}")
+        require(self.warmup_iters >= 0, "warmup_iters", f"must be >= 0, got {self.warmup_iters}")
+        require(0 < self.warmup_factor <= 1, "warmup_factor", f"must be in (0, 1], got {self.warmup_factor}")
+        require(all(m >= 1 for m in self.milestones) and self.milestones == sorted(set(self.milestones)),
+                "milestones", f"must be ascending distinct epochs >= 1, got {self.milestones}")
+        require(0 < self.gamma <= 1, "gamma", f"must be in (0, 1], got {self.gamma}")
+
+
+@dataclass
+class LoopConfig:
+    batch_size: int = option(2, "images per iteration (the reference: 2 on one GPU)")
+    num_workers: int = option(1, "data-loading worker processes (0: load in the training process)")
+    seed: int = option(0, "seed of torch, numpy, python and of every augmentation draw")
+    device: Literal["auto", "cpu", "cuda"] = option("auto", "'auto': cuda when available, else cpu")
+    amp: bool = option(False, "float16 autocast with gradient scaling on CUDA (the reference: off); ignored on CPU")
+    max_iters_per_epoch: int | None = option(
+        None, "cut every epoch to this many iterations (smoke runs); null: the whole repeated split")
+
+    def __post_init__(self):
+        require(self.batch_size >= 1, "batch_size", f"must be at least 1, got {self.batch_size}")
+        require(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
+        require(self.max_iters_per_epoch is None or self.max_iters_per_epoch >= 1, "max_iters_per_epoch",
+                f"must be at least 1 or null, got {self.max_iters_per_epoch}")
+
+
+@dataclass
+class EvaluationConfig:
+    interval: int = option(1, "evaluate val_split every this many epochs (and after the last one)")
+    select_metric: Literal["mAP12", "mAP07", "recall"] = option(
+        "mAP12", "val metric that picks best.pt (the reference keeps its best epoch by VOC mAP, on test_v2)")
+    nms_iou: float = option(0.5, "NMS IoU threshold on the host (the reference: 0.5)")
+    max_detections: int = option(100, "detections kept per image after NMS (the reference: 100)")
+
+    def __post_init__(self):
+        require(self.interval >= 1, "interval", f"must be at least 1, got {self.interval}")
+        require(0 < self.nms_iou <= 1, "nms_iou", f"must be in (0, 1], got {self.nms_iou}")
+        require(self.max_detections >= 1, "max_detections", f"must be at least 1, got {self.max_detections}")
+
+
+@dataclass
+class OutputConfig:
+    dir: str | None = option(None, "run folder for checkpoints, logs and curves (null: runs/train/<name>)")
+    log_interval: int = option(50, "iterations averaged into one row of log_iterations.csv")
+
+    def __post_init__(self):
+        require(self.log_interval >= 1, "log_interval", f"must be at least 1, got {self.log_interval}")
+
+
+@dataclass
+class TrainConfig:
+    name: str = option("bafenet", "run name: outputs go to runs/train/<name> unless output.dir is set")
+    model: str = option("configs/models/bafenet_lite.yaml", "model config YAML (see models/config.py); relative "
+                                                            "to the repo root")
+    data: DataConfig = option(DataConfig(), "DenseSIRST splits and the training augmentation")
+    optimizer: OptimizerConfig = option(OptimizerConfig(), "DAdaptAdam")
+    schedule: ScheduleConfig = option(ScheduleConfig(), "epochs and the lr factor over iterations")
+    loop: LoopConfig = option(LoopConfig(), "batches, workers, seed, device")
+    evaluation: EvaluationConfig = option(EvaluationConfig(), "validation and checkpoint selection")
+    output: OutputConfig = option(OutputConfig(), "where results go")
+
+    @property
+    def model_path(self) -> Path:
+        return REPO_ROOT / self.model
+
+    def run_dir(self) -> Path:
+        return Path(self.output.dir) if self.output.dir else Path("runs") / "train" / self.name
+
+    def model_config(self) -> dict[str, Any]:
+        """The model config mapping (``build_detector`` validates it)."""
+        path = self.model_path
+        data = _read_yaml(path, "model config")
+        if not isinstance(data, dict):
+            raise UserError(f"model config {path} must hold a mapping (input, backbone, neck, head, ...)")
+        return data
+
+
+def load_train_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
+    """A TrainConfig from a YAML file plus `key.path=value` overrides; errors name the key path and the file."""
+    path = Path(path)
+    data = _read_yaml(path, "train config") or {}
+    if not isinstance(data, dict):
+        raise UserError(f"train config {path} must hold a mapping of sections (data, optimizer, schedule, ...)")
+    for assignment in overrides:
+        apply_override(data, assignment)
+    try:
+        return build(TrainConfig, data)
+    except ConfigError as err:
+        raise ConfigError(err.path, f"{err.message} (in {path})") from None
+
+
+def _read_yaml(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise UserError(f"{what} file not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise UserError(f"{what} {path} is not valid YAML: {err}") from None
