@@ -119,7 +119,6 @@ def run(config: PipelineConfig, source: Source | None = None) -> tuple[dict, Run
     source = source if source is not None else open_source(config.source)
     tracker = create_tracker(config.tracker, stream_id=source.stream_id)
     sinks: list[Sink] = []
-    opened = []
     try:
         if config.outputs.tracks:
             sinks.append(MotTrackWriter(run_dir / "tracks.txt"))

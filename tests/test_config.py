@@ -69,7 +69,6 @@ def test_missing_and_invalid_config_files(tmp_path):
 def _leaf_keys(cls, prefix=""):
     keys = []
     for f in dataclasses.fields(cls):
-        tp = cls.__annotations__.get(f.name)
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         if dataclasses.is_dataclass(default):
             keys += _leaf_keys(type(default), f"{prefix}{f.name}.")
