@@ -97,6 +97,10 @@ class HeadConfig:
     exchange_ratio: float = option(
         0.5, "bafe: fraction p of the channels exchanged between the seg and cls features (K = int(C * p))")
     adapter_hidden: int = option(64, "bafe: hidden width of the per-pixel MLP adapter K -> hidden -> K")
+    min_assign_size: float = option(
+        0.0, "ours, 0 for the reference: in target assignment, boxes smaller than this (px, input scale) are grown "
+             "about their centres to this size, so every tiny target gets a positive location; regression still "
+             "aims at the true box (set it a little above the finest stride, e.g. 4.5 for stride 4)")
     focal_alpha: float = option(0.25, "focal loss alpha (weight of positives)")
     focal_gamma: float = option(2.0, "focal loss gamma (down-weights easy examples)")
 
@@ -114,6 +118,8 @@ class HeadConfig:
                 and self.exchange_ratio <= 1, "exchange_ratio",
                 f"must give 1..feat_channels exchanged channels (0 < p <= 1), got {self.exchange_ratio}")
         require(self.adapter_hidden >= 1, "adapter_hidden", f"must be at least 1, got {self.adapter_hidden}")
+        require(math.isfinite(self.min_assign_size) and self.min_assign_size >= 0, "min_assign_size",
+                f"must be >= 0 px (0 turns it off), got {self.min_assign_size}")
         require(0 <= self.focal_alpha <= 1, "focal_alpha", f"must be 0..1, got {self.focal_alpha}")
         require(self.focal_gamma >= 0, "focal_gamma", f"must be >= 0, got {self.focal_gamma}")
 

@@ -226,9 +226,11 @@ class FCOSHead(nn.Module):
         their sum; 'centerness' BCE / num_pos; with the BAFE branch 'seg', the sky BCE over all levels."""
         num_classes = self.config.num_classes
         points, ranges = self._points_and_ranges(outputs)
-        assigned = [assign_fcos_targets(points, ranges, t.boxes, t.labels, num_classes) for t in targets]
-        labels = torch.stack([labels for labels, _ in assigned])  # [N, P]
-        target_distances = torch.stack([distances for _, distances in assigned])  # [N, P, 4]
+        assigned = [assign_fcos_targets(points, ranges, t.boxes, t.labels, num_classes, self.config.min_assign_size)
+                    for t in targets]
+        labels = torch.stack([labels for labels, _, _ in assigned])  # [N, P]
+        target_distances = torch.stack([distances for _, distances, _ in assigned])  # [N, P, 4]
+        assignment_distances = torch.stack([distances for _, _, distances in assigned])  # [N, P, 4]
         cls_logits = _flatten_levels(outputs.cls_logits)  # [N, P, num_classes]
         distances = _flatten_levels(outputs.box_distances)  # [N, P, 4]
         centerness = _flatten_levels(outputs.centerness_logits)[..., 0]  # [N, P]
@@ -244,7 +246,7 @@ class FCOSHead(nn.Module):
         else:
             positive_points = points.expand(len(targets), -1, -1)[positive]
             goal = target_distances[positive]
-            goal_centerness = centerness_targets(goal)
+            goal_centerness = centerness_targets(assignment_distances[positive])
             box_loss = iou_log_loss(boxes_from_distances(positive_points, positive_distances),
                                     boxes_from_distances(positive_points, goal))
             losses["box"] = (box_loss * goal_centerness).sum() / goal_centerness.sum().clamp(min=1e-6)

@@ -141,7 +141,7 @@ def test_fcos_targets_on_a_hand_made_box():
     points = torch.cat([level_points(4, 4, 8), level_points(2, 2, 16)])
     ranges = torch.tensor([[-1.0, 12.0]] * 16 + [[12.0, math.inf]] * 4)
     box = torch.tensor([[3.0, 5.0, 21.0, 15.0]])
-    labels, distances = assign_fcos_targets(points, ranges, box, torch.tensor([0]), num_classes=1)
+    labels, distances, _ = assign_fcos_targets(points, ranges, box, torch.tensor([0]), num_classes=1)
     # stride 8: points strictly inside are (4, 12), (12, 12), (20, 12) with largest distances 17, 9, 17;
     # only (12, 12) (index 1 * 4 + 1) is within [-1, 12]. Stride 16: (8, 8) (index 16), distances 5, 3, 13, 7
     assert torch.nonzero(labels == 0).flatten().tolist() == [5, 16]
@@ -156,14 +156,33 @@ def test_fcos_targets_on_a_hand_made_box():
 def test_fcos_targets_boundary_smallest_area_and_empty_images():
     points, ranges = level_points(1, 2, 8), torch.tensor([[-1.0, math.inf]] * 2)  # points (4, 4), (12, 4)
     boxes = torch.tensor([[0.0, 0.0, 16.0, 8.0], [2.0, 2.0, 6.0, 6.0], [12.0, 0.0, 14.0, 8.0]])
-    labels, distances = assign_fcos_targets(points, ranges, boxes, torch.tensor([0, 1, 2]), num_classes=3)
+    labels, distances, _ = assign_fcos_targets(points, ranges, boxes, torch.tensor([0, 1, 2]), num_classes=3)
     # (4, 4) is in boxes 0 and 1: the smaller (1) wins; (12, 4) lies on box 2's left edge: not inside, so box 0
     assert labels.tolist() == [1, 0]
     assert distances.tolist() == [[2.0, 2.0, 2.0, 2.0], [12.0, 4.0, 4.0, 4.0]]
     for no_boxes in (torch.zeros((0, 4)), torch.zeros((1, 4))):  # none, and the empty box a paste can leave
-        labels, distances = assign_fcos_targets(points, ranges, no_boxes, torch.zeros(len(no_boxes), dtype=torch.long),
+        labels, distances, _ = assign_fcos_targets(points, ranges, no_boxes, torch.zeros(len(no_boxes), dtype=torch.long),
                                                 num_classes=1)
         assert (labels == 1).all() and (distances == 0).all()
+
+
+def test_min_assign_size_gives_a_tiny_box_the_nearest_location_and_keeps_the_true_box_as_goal():
+    points, ranges = level_points(4, 4, 4), torch.tensor([[-1.0, math.inf]] * 16)  # points 2, 6, 10, 14
+    box = torch.tensor([[6.5, 6.5, 9.5, 9.5]])  # 3 px, strictly contains no point of the stride-4 grid
+    labels, _, _ = assign_fcos_targets(points, ranges, box, torch.tensor([0]), num_classes=1)
+    assert (labels == 1).all()  # the reference: no positive at all
+    labels, goal, assignment = assign_fcos_targets(points, ranges, box, torch.tensor([0]), num_classes=1,
+                                                   min_size=4.0)
+    # grown to exactly one stride, 6..10: the points 6 and 10 lie on its edges, not strictly inside
+    assert torch.nonzero(labels == 0).numel() == 0
+    labels, goal, assignment = assign_fcos_targets(points, ranges, box, torch.tensor([0]), num_classes=1,
+                                                   min_size=4.5)
+    # grown to 5.75..10.25: points 6 and 10 on each axis -> (6, 6), (10, 6), (6, 10), (10, 10) = indices 5, 6, 9, 10
+    assert torch.nonzero(labels == 0).flatten().tolist() == [5, 6, 9, 10]
+    # point (6, 6) lies 0.5 px outside the true box on the left and top: those distances clip to 0
+    assert goal[5].tolist() == [0.0, 0.0, 3.5, 3.5]
+    assert assignment[5].tolist() == pytest.approx([0.25, 0.25, 4.25, 4.25])
+    assert (goal[labels == 1] == 0).all() and (assignment[labels == 1] == 0).all()
 
 
 def test_focal_loss_matches_the_formula():
