@@ -13,7 +13,7 @@ from PIL import Image
 from pipeline.errors import UserError
 from training.bag_cp import SkyCopyPaste
 from training.densesirst import DenseSirst, Sample
-from training.transforms import (CAFFE_BGR_MEAN, boxes_to_original, horizontal_flip, resize_keep_ratio,
+from training.transforms import (CAFFE_BGR_MEAN, boxes_to_original, horizontal_flip, random_crop, resize_keep_ratio,
                                  resize_stretch, to_model_input)
 
 HAND_CHECKED_ID = "20210725-S1-561"  # first id of test_v2: 1918x1080, 19 objects
@@ -214,6 +214,24 @@ def test_keep_ratio_resize_pads_image_and_masks():
     np.testing.assert_allclose(resized.boxes, [[40, 100 * 410 / 1024, 44, 104 * 410 / 1024]], rtol=1e-6)
     assert (resized.image[410:] == 7).all() and (resized.sky_mask[410:] == 255).all()
     assert (resized.sky_mask[:410] == 1).all() and (resized.target_mask[410:] == 0).all()
+
+
+def test_random_crop_moves_boxes_with_pixels_and_drops_those_outside():
+    target = np.zeros((512, 640), np.uint8)
+    target[200:204, 300:304] = 1
+    target[10:14, 10:14] = 1
+    sample = sample_with((512, 640), [[300, 200, 304, 204], [10, 10, 14, 14]], target=target,
+                         sky=np.ones((512, 640), np.uint8))
+    for seed in range(20):
+        crop = random_crop(sample, (128, 96), np.random.default_rng(seed), target_probability=1.0)
+        assert crop.image.shape == crop.target_mask.shape == crop.sky_mask.shape == (96, 128)
+        rows, cols = np.nonzero(crop.target_mask)
+        # 128 x 96 cannot hold both targets, so exactly one survives, and its box still frames its pixels
+        assert len(crop.boxes) == len(crop.difficult) == 1
+        np.testing.assert_allclose(crop.boxes[0], [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1])
+    padded = random_crop(sample_with((64, 80), [[5, 5, 9, 9]]), (128, 96), np.random.default_rng(0))
+    assert padded.image.shape == (96, 128) and (padded.image[64:] == 0).all()
+    np.testing.assert_allclose(padded.boxes, [[5, 5, 9, 9]])
 
 
 def test_flip_maps_boxes_like_pixels():

@@ -16,19 +16,24 @@ import torch
 
 from training.bag_cp import SkyCopyPaste
 from training.densesirst import DenseSirst, Sample
-from training.transforms import (CAFFE_BGR_MEAN, CAFFE_STD, REFERENCE_SIZE, random_horizontal_flip, resize_stretch,
-                                 to_model_input)
+from training.transforms import (CAFFE_BGR_MEAN, CAFFE_STD, REFERENCE_SIZE, random_crop, random_horizontal_flip,
+                                 resize_stretch, to_model_input)
 
 
 class ReferenceTrainingSet:
-    """Map-style dataset of augmented 512x512 ``Sample``s; ``copy_paste=None`` turns BAG-CP off (ablation row (a))."""
+    """Map-style dataset of augmented 512x512 ``Sample``s; ``copy_paste=None`` turns BAG-CP off (ablation row (a)).
+
+    ``crop_size`` (ours; None in the reference) finally cuts a (width, height) window, usually around a target.
+    """
 
     def __init__(self, dataset: DenseSirst, *, repeats: int = 3, size: tuple[int, int] = REFERENCE_SIZE,
-                 flip_probability: float = 0.5, copy_paste: SkyCopyPaste | None = SkyCopyPaste(), seed: int = 0):
+                 flip_probability: float = 0.5, copy_paste: SkyCopyPaste | None = SkyCopyPaste(), seed: int = 0,
+                 crop_size: tuple[int, int] | None = None):
         if copy_paste is not None and not dataset.with_masks:
             raise ValueError("BAG-CP needs sky and target masks: build the DenseSirst with with_masks=True")
         self.dataset, self.repeats, self.size = dataset, repeats, size
         self.flip_probability, self.copy_paste, self.seed = flip_probability, copy_paste, seed
+        self.crop_size = crop_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -40,10 +45,10 @@ class ReferenceTrainingSet:
     def __getitem__(self, index: int) -> Sample:
         rng = np.random.default_rng([self.seed, self.epoch, index])
         sample = self._load(index, rng)
-        if self.copy_paste is None:
-            return sample
-        source = self._load(int(rng.integers(0, len(self))), rng)
-        return self.copy_paste(sample, source, rng)
+        if self.copy_paste is not None:
+            source = self._load(int(rng.integers(0, len(self))), rng)
+            sample = self.copy_paste(sample, source, rng)
+        return sample if self.crop_size is None else random_crop(sample, self.crop_size, rng)
 
     def _load(self, index: int, rng: np.random.Generator) -> Sample:
         sample = resize_stretch(self.dataset[index % len(self.dataset)], self.size)

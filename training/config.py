@@ -37,12 +37,19 @@ class DataConfig:
     copy_paste: Literal["reference", "paper", "off"] = option(
         "reference", "BAG-CP: 'reference' (the code: 5 targets per 25 px window), 'paper' (1-3 windows of 8-12 "
                      "targets), 'off'")
+    crop_size: list[int] | None = option(
+        None, "ours (null in the reference): train on [width, height] windows of the resized, pasted image, 9 in "
+              "10 centred near a target; evaluation still sees whole images (multiples of 32)")
     repeats: int = option(3, "passes over train_split per epoch (the reference: 3)")
     flip_probability: float = option(0.5, "probability of a horizontal flip")
 
     def __post_init__(self):
         require(len(self.input_size) == 2 and all(32 <= s <= 4096 and s % 32 == 0 for s in self.input_size),
                 "input_size", f"must be [width, height], each a multiple of 32 in 32..4096, got {self.input_size}")
+        require(self.crop_size is None or (len(self.crop_size) == 2 and all(
+            32 <= c <= s and c % 32 == 0 for c, s in zip(self.crop_size, self.input_size))), "crop_size",
+            f"must be null or [width, height], multiples of 32 no larger than input_size {self.input_size}, got "
+            f"{self.crop_size}")
         require(self.repeats >= 1, "repeats", f"must be at least 1, got {self.repeats}")
         require(0 <= self.flip_probability <= 1, "flip_probability", f"must be 0..1, got {self.flip_probability}")
 

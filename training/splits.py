@@ -51,7 +51,8 @@ def training_set(config: DataConfig, seed: int, with_masks: bool) -> ReferenceTr
     kind = KeepRatioTrainingSet if config.resize == "keep_ratio" else ReferenceTrainingSet
     copy_paste = None if config.copy_paste == "off" else SkyCopyPaste(variant=config.copy_paste)
     return kind(dataset, repeats=config.repeats, size=tuple(config.input_size),
-                flip_probability=config.flip_probability, copy_paste=copy_paste, seed=seed)
+                flip_probability=config.flip_probability, copy_paste=copy_paste, seed=seed,
+                crop_size=None if config.crop_size is None else tuple(config.crop_size))
 
 
 def evaluation_set(config: DataConfig, split: str) -> ResizedTestSet:
