@@ -13,6 +13,7 @@ from pipeline.schema import option, require
 
 RESNET_DEPTHS = (18, 34, 50, 101)
 FIRST_LEVEL, LAST_LEVEL = 2, 5  # pyramid levels the ResNet feeds: C2 (stride 4) .. C5 (stride 32)
+MAX_PREVIOUS_FRAMES = 15
 
 
 @dataclass
@@ -25,9 +26,18 @@ class InputConfig:
     mean: list[float] = option(
         [102.9801, 115.9465, 122.7717], "per-channel mean subtracted, in pixel_scale units (one value per channel)")
     std: list[float] = option([1.0, 1.0, 1.0], "per-channel std divided by, in pixel_scale units (one per channel)")
+    previous_frames: int = option(
+        0, "k, ours for moving targets (0: single frames, the reference): the key frame and its k previous frames "
+           "are stacked as the stem's k + 1 input channels, oldest first, key frame last, each normalised with the "
+           f"same mean / std (needs channels 1; at most {MAX_PREVIOUS_FRAMES}); the engine contract for it is "
+           "proposed in models/export.py")
 
     def __post_init__(self):
         require(self.channels in (1, 3), "channels", f"must be 1 or 3, got {self.channels}")
+        require(0 <= self.previous_frames <= MAX_PREVIOUS_FRAMES, "previous_frames",
+                f"must be 0..{MAX_PREVIOUS_FRAMES}, got {self.previous_frames}")
+        require(self.previous_frames == 0 or self.channels == 1, "previous_frames",
+                f"stacks grey frames as the input channels, so it needs channels 1, got channels {self.channels}")
         require(math.isfinite(self.pixel_scale) and self.pixel_scale > 0, "pixel_scale",
                 f"must be > 0 (1 or 255), got {self.pixel_scale}")
         for key in ("mean", "std"):
@@ -62,17 +72,53 @@ class BackboneConfig:
 
 
 @dataclass
+class GilsConfig:
+    """BP-FPN's Gradient-Isolated Low-Level Shortcut, as we interpret it (models/bpfpn.py)."""
+
+    enabled: bool = option(
+        False, "add C2 (stride 4), losslessly downsampled (space-to-depth) to the finest output's stride and passed "
+               "through a small adapter, to the finest FPN output (false: the plain FPN)")
+    detach: bool = option(
+        True, "stop the shortcut's gradient at C2, so only the adapter learns from it and the backbone gets no "
+              "gradient through it; false: a plain shortcut (the paper's negative case, shortcut learning)")
+    gate: bool = option(
+        False, "scale the adapter output by a learnable per-channel gate that starts at 0, so training starts "
+               "from the plain FPN's outputs")
+    kernel_size: Literal[1, 3] = option(1, "kernel of the adapter conv (conv, GroupNorm, ReLU)")
+
+
+@dataclass
+class DgrConfig:
+    """BP-FPN's Directional Gradient Regularization, as we interpret it (models/bpfpn.py); training only."""
+
+    weight: float = option(
+        0.0, "lambda of the one-way cross-level consistency loss, reported as loss term 'dgr' (0: off; the notes "
+             "suggest 0.05, 0.1, 0.5 or 1)")
+    direction: Literal["coarse_to_fine", "fine_to_coarse"] = option(
+        "coarse_to_fine", "which level of each adjacent pair learns: 'coarse_to_fine' pulls the finer level "
+                          "towards its upsampled coarser neighbour, which gets no gradient (the interpretation); "
+                          "'fine_to_coarse' the opposite (ablation)")
+
+    def __post_init__(self):
+        require(math.isfinite(self.weight) and self.weight >= 0, "weight", f"must be >= 0, got {self.weight}")
+
+
+@dataclass
 class NeckConfig:
     out_channels: int = option(256, "channels of every FPN output")
     levels: list[int] = option(
         [3, 4, 5], f"pyramid levels the FPN outputs, consecutive, within {FIRST_LEVEL}..{LAST_LEVEL}; level l has "
                    "stride 2^l (the reference: P3-P5; add 2 for a stride-4 map, which many 2-9 px targets need)")
+    gils: GilsConfig = option(GilsConfig(), "BP-FPN GILS: the gradient-isolated low-level shortcut (off by default)")
+    dgr: DgrConfig = option(DgrConfig(), "BP-FPN DGR: the directional cross-level consistency loss (off by default)")
 
     def __post_init__(self):
         require(self.out_channels >= 8, "out_channels", f"must be at least 8, got {self.out_channels}")
         require(len(self.levels) >= 1 and self.levels == list(range(self.levels[0], self.levels[0] + len(self.levels)))
                 and FIRST_LEVEL <= self.levels[0] and self.levels[-1] <= LAST_LEVEL, "levels",
                 f"must be consecutive ascending levels within {FIRST_LEVEL}..{LAST_LEVEL}, got {self.levels}")
+        require(self.dgr.weight == 0 or len(self.levels) >= 2, "dgr.weight",
+                f"DGR compares adjacent levels, so it needs at least two levels, got {self.levels}")
 
 
 @dataclass
@@ -140,7 +186,7 @@ class ModelConfig:
     name: str = option("bafenet", "model name (written into exported files)")
     input: InputConfig = option(InputConfig(), "how the grey frame becomes the backbone's input")
     backbone: BackboneConfig = option(BackboneConfig(), "the ResNet")
-    neck: NeckConfig = option(NeckConfig(), "the FPN")
+    neck: NeckConfig = option(NeckConfig(), "the FPN, with BP-FPN's GILS and DGR as switches")
     head: HeadConfig = option(HeadConfig(), "the detection head and its losses")
     postprocess: PostprocessConfig = option(PostprocessConfig(), "decoding of the outputs into candidate boxes")
 

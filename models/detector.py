@@ -3,6 +3,8 @@
 Input normalisation is split so that engines can do it from two numbers: the engine (and the trainer, through
 ``Detector.normalize``) computes y = (pixel / full_scale * input_scale - mean) / std with the scalar constants of
 ``input_normalization``; the network's first module turns y into each channel's own normalisation.
+With ``input.previous_frames`` = k the input holds F = k + 1 grey frames as channels (oldest first, key frame
+last), all normalised the same way; the stem's first conv takes all of them (fusion by channel stacking).
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ from pipeline.schema import build
 
 class GreyToChannels(nn.Module):
     """[N, 1, H, W] normalised with the scalar mean / std (the channel averages) -> [N, channels, H, W] with each
-    channel's own mean / std, as an exact per-channel affine map (a no-op for one channel)."""
+    channel's own mean / std, as an exact per-channel affine map (a no-op for one channel, which also passes a
+    multi-frame input [N, F, H, W] through)."""
 
     def __init__(self, config: InputConfig):
         super().__init__()
@@ -34,14 +37,15 @@ class GreyToChannels(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         if self.identity:
-            return images.expand(-1, self.channels, -1, -1)
+            return images if self.channels == 1 else images.expand(-1, self.channels, -1, -1)
         return images * self.gain + self.offset
 
 
 class Detector(nn.Module):
-    """Backbone + FPN + FCOS/BAFE head.
+    """Backbone + FPN (or BP-FPN) + FCOS/BAFE head.
 
-    forward: images float32 [N, 1, H, W], normalised as ``normalize`` does -> HeadOutputs (raw, per level).
+    forward: images float32 [N, F, H, W] (F = ``frames``, 1 unless input.previous_frames > 0), normalised as
+    ``normalize`` does -> HeadOutputs (raw, per level; in training mode with the neck's loss terms).
     loss: HeadOutputs and per-image ImageTargets -> dict of loss terms (sum them to train).
     """
 
@@ -49,13 +53,19 @@ class Detector(nn.Module):
         super().__init__()
         self.config = config
         self.grey_to_channels = GreyToChannels(config.input)
-        self.backbone = ResNet(config.backbone, config.input.channels, num_stages=config.neck.levels[-1] - 1)
+        self.backbone = ResNet(config.backbone, config.input.channels * self.frames,
+                               num_stages=config.neck.levels[-1] - 1)
         self.neck = FPN(config.neck, self.backbone.out_channels)
         self.head = FCOSHead(config.head, self.neck.strides)
 
     @property
     def strides(self) -> list[int]:
         return self.neck.strides
+
+    @property
+    def frames(self) -> int:
+        """Frames per input: the key frame plus input.previous_frames."""
+        return self.config.input.previous_frames + 1
 
     @property
     def input_normalization(self) -> dict[str, float]:
@@ -70,11 +80,15 @@ class Detector(nn.Module):
         return (images * constants["input_scale"] - constants["mean"]) / constants["std"]
 
     def forward(self, images: Tensor) -> HeadOutputs:
-        features = self.backbone(self.grey_to_channels(images))
-        return self.head(self.neck(features))
+        pyramid = self.neck(self.backbone(self.grey_to_channels(images)))
+        outputs = self.head(pyramid)
+        if self.training:
+            outputs.neck_losses.update(self.neck.training_losses(pyramid))
+        return outputs
 
     def loss(self, outputs: HeadOutputs, targets: list[ImageTargets]) -> dict[str, Tensor]:
-        return self.head.loss(outputs, targets)
+        """The head's loss terms plus those the neck computed in the training forward (BP-FPN's 'dgr')."""
+        return {**self.head.loss(outputs, targets), **outputs.neck_losses}
 
 
 def build_detector(config: dict[str, Any] | ModelConfig, path: str = "model") -> Detector:

@@ -3,7 +3,22 @@
 Input ``images`` float32 [N, 1, H, W] (N dynamic; H, W dynamic or fixed), normalised as the metadata_props
 ``mean``, ``std`` and ``input_scale`` say; outputs ``boxes`` [N, K, 4] (x1, y1, x2, y2, input pixels) and
 ``scores`` [N, K] after the in-graph decode and per-level top-K (no NMS: the host runs it). Standard ONNX ops
-only (opset 17), so the same file feeds ONNX Runtime and TensorRT.
+only (opset 17), so the same file feeds ONNX Runtime and TensorRT. Training-only parts (BP-FPN's DGR) are not
+in the graph.
+
+Multi-frame models (model input.previous_frames = k > 0), a proposal; the engines do not implement it yet and
+reject such a file because its ``images`` has k + 1 channels:
+- ``images`` is float32 [N, F, H, W] with F = k + 1: one stream's frames t-k .. t as channels, oldest first, the
+  key frame t last; detections refer to the key frame. Every channel is normalised with the same scalar
+  ``mean``, ``std`` and ``input_scale``. metadata_props ``frames`` = F (absent means 1, today's contract, so
+  single-frame files stay as they are); TensorRT profiles fix dimension 1 to F.
+- The engine keeps, per stream id, a ring buffer of the last k frames after its own resize and padding, so all
+  F channels share one geometry; the Detector protocol still takes one frame per stream and batches across
+  streams as now, each batch item being one stream's stack. Memory: k frames per stream.
+- Until a stream has k earlier frames (its start, after a reconnect, or after a change of frame size, which
+  also clears the buffer) the missing slots repeat the oldest frame it has: training does the same at clip
+  starts (training/sequences.py), so both see the same inputs. Frames a live source drops under load never
+  enter the buffer, so the stack then spans a longer time; the frame timestamps say by how much.
 """
 from __future__ import annotations
 
@@ -20,7 +35,7 @@ OPSET = 17
 
 
 class ExportableDetector(nn.Module):
-    """The engine contract as a module: images [N, 1, H, W] -> (boxes [N, K, 4], scores [N, K])."""
+    """The engine contract as a module: images [N, F, H, W] -> (boxes [N, K, 4], scores [N, K]); F = frames."""
 
     def __init__(self, detector: Detector):
         super().__init__()
@@ -48,7 +63,8 @@ def export_onnx(detector: Detector, path: str | Path, input_size: tuple[int, int
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice and tracer warnings
-            torch.onnx.export(ExportableDetector(detector), (torch.zeros(1, 1, *sample_size),), str(path),
+            sample = torch.zeros(1, detector.frames, *sample_size)
+            torch.onnx.export(ExportableDetector(detector), (sample,), str(path),
                               input_names=["images"], output_names=["boxes", "scores"], opset_version=OPSET,
                               dynamo=False, dynamic_axes={"images": axes, "boxes": {0: "batch"},
                                                           "scores": {0: "batch"}})
@@ -57,6 +73,8 @@ def export_onnx(detector: Detector, path: str | Path, input_size: tuple[int, int
     model = onnx.load(str(path))
     metadata = {key: repr(float(normalization[key])) for key in ("mean", "std", "input_scale")}
     metadata.update(size_divisor=str(normalization["size_divisor"]), model=detector.config.name)
+    if detector.frames > 1:
+        metadata["frames"] = str(detector.frames)
     onnx.helper.set_model_props(model, metadata)
     onnx.save(model, str(path))
     return path

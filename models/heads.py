@@ -6,7 +6,7 @@ own. The loss sits here, next to the logits it trains.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,8 @@ class HeadOutputs:
 
     cls_logits [N, num_classes, H_l, W_l]; box_distances [N, 4, H_l, W_l] (left, top, right, bottom from each
     cell's point, input pixels, >= 0); centerness_logits [N, 1, H_l, W_l]; seg_logits [N, 1, H_l, W_l] sky logits
-    (BAFE only, used by the training loss only).
+    (BAFE only, used by the training loss only). neck_losses: weighted loss terms the neck computed in a training
+    forward (BP-FPN's 'dgr'), which ``Detector.loss`` adds as they are; empty in eval.
     """
 
     cls_logits: list[Tensor]
@@ -34,6 +35,7 @@ class HeadOutputs:
     centerness_logits: list[Tensor]
     seg_logits: list[Tensor] | None
     strides: list[int]
+    neck_losses: dict[str, Tensor] = field(default_factory=dict)
 
 
 class Scale(nn.Module):
