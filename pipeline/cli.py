@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import traceback
 
@@ -23,8 +24,9 @@ def parser() -> argparse.ArgumentParser:
         epilog="config options (set in the YAML file or with --set KEY=VALUE):\n" + "\n".join(describe(PipelineConfig)),
     )
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="pipeline YAML (default: %(default)s)")
-    p.add_argument("--source", help="video file, image folder or MOTChallenge sequence folder "
-                                    "(sets source.kind=auto and source.path), or 'synthetic'")
+    p.add_argument("--source", help="video file, image folder, MOTChallenge sequence folder, stream URL (rtsp://, "
+                                    "http://, ...) or GStreamer pipeline ending in appsink (sets source.kind=auto "
+                                    "and source.path), or 'synthetic'")
     p.add_argument("--weights", help="detector ONNX file (sets detector.weights)")
     p.add_argument("--engine", help="detector backend (sets detector.engine): auto, classical, onnxruntime, null")
     p.add_argument("--out", help="run folder for the outputs (sets outputs.dir)")
@@ -62,6 +64,8 @@ def _quoted(assignment: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # Stream outages, skipped frames and unreachable receivers are reported as they happen, one line each.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
     try:
         config = load_config(args.config, [_quoted(o) for o in shortcut_overrides(args)] + args.overrides)
         if args.print_config:
@@ -98,6 +102,17 @@ def _report(summary: dict) -> str:
     lat = summary["latency_ms"]
     if lat:
         lines.append("latency ms p50/p95: " + ", ".join(f"{k} {v['p50']:.2f}/{v['p95']:.2f}" for k, v in lat.items()))
+    for name, stream in summary["streams"].items():  # one line per stream when there are several or news
+        parts = [f"{stream['frames']} frames ({stream['fps']:.1f} fps)", f"dropped {stream['dropped_frames']}"]
+        if "end_to_end" in stream["latency_ms"]:
+            e2e = stream["latency_ms"]["end_to_end"]
+            parts.append(f"end-to-end p50/p95 {e2e['p50']:.1f}/{e2e['p95']:.1f} ms")
+        notes = [f"{len(stream['outages'])} outages"] if stream["outages"] else []
+        notes += [f"skipped {sum(stream['skipped_frames'].values())}"] if stream["skipped_frames"] else []
+        notes += [f"{kind} dropped {c['dropped']} of {c['sent'] + c['dropped']}"
+                  for kind, c in stream["outputs"].items() if c["dropped"]]
+        if len(summary["streams"]) > 1 or notes:
+            lines.append(f"  {name}: " + ", ".join(parts + notes))
     metrics = summary.get("metrics")
     if metrics:
         lines.append("vs ground truth: " + ", ".join(

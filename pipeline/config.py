@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
 from engines.config import DetectorConfig
 from pipeline.errors import ConfigError, UserError
 from pipeline.schema import build, option, require
+from pipeline.sinks.network import split_address
 from pipeline.sources import SourceConfig
 from trackers.config import TrackerConfig
 
@@ -20,10 +22,47 @@ class RunnerConfig:
     queue_size: int = option(8, "frames held between stages; replay waits when full, live drops the oldest")
     max_wait_ms: float = option(2.0, "how long the detector waits to fill a batch of detector.batch_size frames")
     progress: bool = option(True, "show frames, fps and ETA on the console")
+    max_duration_s: float | None = option(None, "stop the run after this many seconds, as a signal would (every "
+                                                "output flushed); null: until the sources end or a signal")
 
     def __post_init__(self):
         require(self.queue_size >= 1, "queue_size", "must be at least 1")
         require(self.max_wait_ms >= 0, "max_wait_ms", "must be >= 0")
+        require(self.max_duration_s is None or self.max_duration_s > 0, "max_duration_s", "must be > 0 s or null")
+
+
+def _require_address(address: str | None, key: str) -> None:
+    if address is not None:
+        try:
+            split_address(address, key)
+        except UserError as err:
+            raise ConfigError(key, str(err).split(": ", 1)[1]) from None
+
+
+@dataclass
+class UdpOutputConfig:
+    address: str | None = option(None, "send each frame's track report as JSON datagrams to HOST:PORT (schema: "
+                                       "pipeline/sinks/network.py); null: off")
+    max_datagram_bytes: int = option(8192, "split a report with many tracks across datagrams of at most this many "
+                                           "bytes (under 1472 avoids IP fragmentation on Ethernet)")
+
+    def __post_init__(self):
+        _require_address(self.address, "address")
+        require(1024 <= self.max_datagram_bytes <= 65507, "max_datagram_bytes",
+                f"must be 1024..65507 bytes, got {self.max_datagram_bytes}")
+
+
+@dataclass
+class MqttOutputConfig:
+    broker: str | None = option(None, "publish each frame's track report (JSON, same schema as UDP) to the MQTT "
+                                      "broker at HOST:PORT; null: off")
+    topic: str = option("irst/{stream}/tracks", "topic of the reports; {stream} becomes the stream id")
+    qos: Literal[0, 1] = option(0, "0: at most once (lowest latency); 1: at least once, the broker acknowledges")
+    max_queued: int = option(100, "reports not yet taken by the broker beyond which new ones are dropped and counted")
+
+    def __post_init__(self):
+        _require_address(self.broker, "broker")
+        require(self.max_queued >= 1, "max_queued", f"must be at least 1, got {self.max_queued}")
 
 
 @dataclass
@@ -34,6 +73,11 @@ class OutputConfig:
     video: bool = option(True, "write annotated.mp4 (detections, track ids, trails)")
     trail_length: int = option(30, "frames of history drawn behind each track")
     show: bool = option(False, "show the annotated frames in a window (needs an OpenCV build with GUI)")
+    udp: UdpOutputConfig = option(UdpOutputConfig(), "track reports as UDP datagrams")
+    mqtt: MqttOutputConfig = option(MqttOutputConfig(), "track reports through an MQTT broker")
+    gstreamer: str | None = option(None, "re-publish the annotated video through this GStreamer pipeline, which "
+                                         "starts with appsrc, e.g. 'appsrc ! videoconvert ! jpegenc ! rtpjpegpay ! "
+                                         "udpsink host=127.0.0.1 port=5000' (RTP/JPEG)")
 
     def __post_init__(self):
         require(self.trail_length >= 0, "trail_length", "must be >= 0")
@@ -52,11 +96,23 @@ class EvaluationConfig:
 class PipelineConfig:
     name: str = option("default", "run name: outputs go to runs/<name> unless outputs.dir is set")
     source: SourceConfig = option(SourceConfig(), "where frames come from")
+    streams: list[SourceConfig] = option(
+        [], "several streams at once, each a source section with a unique id (replaces `source` when given): one "
+            "detector batches frames across them; each has its own tracker and outputs in <run dir>/<id>/")
     detector: DetectorConfig = option(DetectorConfig(), "the detector engine")
     tracker: TrackerConfig = option(TrackerConfig(), "the multi-target tracker")
     runner: RunnerConfig = option(RunnerConfig(), "threads and queues")
     outputs: OutputConfig = option(OutputConfig(), "files written for each run")
     evaluation: EvaluationConfig = option(EvaluationConfig(), "metrics in summary.json")
+
+    def __post_init__(self):
+        ids = [s.id for s in self.streams]
+        require(len(ids) < 2 or (None not in ids and len(set(ids)) == len(ids)), "streams",
+                f"with several streams, each needs its own id (got {ids}); e.g. streams: [{{id: cam0, ...}}, ...]")
+
+    def sources(self) -> list[SourceConfig]:
+        """The stream sections to open: `streams`, or the single `source`."""
+        return self.streams or [self.source]
 
     def run_dir(self) -> Path:
         return Path(self.outputs.dir) if self.outputs.dir else Path("runs") / self.name
