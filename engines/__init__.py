@@ -1,10 +1,12 @@
 """Inference backends behind one Detector protocol (see engines/base.py); ``create_detector`` picks one."""
 from __future__ import annotations
 
+from engines.availability import require_installed
 from engines.base import Detector
-from engines.config import ClassicalConfig, DetectorConfig, OnnxRuntimeConfig
+from engines.config import ClassicalConfig, DetectorConfig, OnnxRuntimeConfig, TensorRTConfig, TorchConfig
 
-__all__ = ["ClassicalConfig", "Detector", "DetectorConfig", "OnnxRuntimeConfig", "create_detector"]
+__all__ = ["ClassicalConfig", "Detector", "DetectorConfig", "OnnxRuntimeConfig", "TensorRTConfig", "TorchConfig",
+           "create_detector"]
 
 
 def create_detector(config: DetectorConfig | None = None) -> Detector:
@@ -21,6 +23,16 @@ def create_detector(config: DetectorConfig | None = None) -> Detector:
         from engines.onnxruntime_backend import OnnxRuntimeDetector
 
         return OnnxRuntimeDetector(config.weights, config)
+    if engine == "tensorrt":
+        require_installed("tensorrt", "tensorrt", "tensorrt")
+        from engines.tensorrt_backend import TensorRTDetector
+
+        return TensorRTDetector(config.weights, config)
+    if engine == "torch":
+        require_installed("torch", "torch", "train")
+        from engines.torch_backend import TorchDetector
+
+        return TorchDetector(config.weights, config)
     if engine == "null":
         from engines.null import NullDetector
 

@@ -7,9 +7,10 @@ from typing import Literal, get_args
 
 from pipeline.schema import option, require
 
-# Add a backend by extending this Literal and the factory in engines/__init__.py ('tensorrt', 'torch' are next).
-EngineName = Literal["auto", "classical", "onnxruntime", "null"]
-ENGINES_WITH_WEIGHTS = ("onnxruntime",)
+# Add a backend by extending this Literal and the factory in engines/__init__.py.
+EngineName = Literal["auto", "classical", "onnxruntime", "tensorrt", "torch", "null"]
+ENGINES_WITH_WEIGHTS = ("onnxruntime", "tensorrt", "torch")
+TENSORRT_PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass
@@ -69,12 +70,69 @@ class OnnxRuntimeConfig:
 
 
 @dataclass
+class TensorRTConfig:
+    precision: Literal["fp32", "fp16", "int8"] = option(
+        "fp16", "plan precision: 'fp16' (the fastest that needs no calibration), 'fp32', or 'int8'. TensorRT 10 "
+                "calibrates int8 on real frames (see calibration); TensorRT 11 is strongly typed and takes fp16 / int8 "
+                "from the ONNX (fp16 is converted automatically, int8 needs an ONNX with Q/DQ nodes)")
+    max_batch: int = option(
+        32, "largest batch the plan's optimisation profile accepts (the profile runs 1 .. max_batch, tuned for "
+            "detector.batch_size); larger batches run in chunks")
+    input_size: list[int] = option(
+        [512, 640], "[height, width]: for an ONNX with dynamic height / width, the largest (padded) frame size the "
+                    "plan accepts and the one it is tuned for; unused for a fixed-size ONNX")
+    cache_dir: str = option(
+        "~/.cache/irst-track/tensorrt", "folder of built plans, keyed by ONNX hash, TensorRT version, GPU, "
+                                        "precision and profile; a plan for another GPU or version is rebuilt")
+    workspace_mb: int = option(2048, "most GPU memory (MiB) the builder may use for layer tactics")
+    calibration: str | None = option(
+        None, "int8 on TensorRT 10: real frames for the entropy calibrator (a video, an image folder or a "
+              "MOTChallenge sequence; the same kinds as --source)")
+    calibration_frames: int = option(256, "int8: frames read from `calibration` (evenly spread over the source)")
+
+    def __post_init__(self):
+        require(self.precision in TENSORRT_PRECISIONS, "precision",
+                f"got {self.precision!r}; allowed values: {', '.join(TENSORRT_PRECISIONS)}")
+        require(1 <= self.max_batch <= 1024, "max_batch", f"must be 1..1024, got {self.max_batch}")
+        require(len(self.input_size) == 2 and all(16 <= s <= 8192 for s in self.input_size), "input_size",
+                f"must be [height, width] with each 16..8192 px, got {self.input_size}")
+        require(bool(self.cache_dir), "cache_dir", "must name a folder")
+        require(64 <= self.workspace_mb <= 1 << 20, "workspace_mb", f"must be 64..1048576, got {self.workspace_mb}")
+        require(self.calibration_frames >= 8, "calibration_frames",
+                f"must be at least 8, got {self.calibration_frames}")
+
+
+@dataclass
+class TorchConfig:
+    device: Literal["auto", "cuda", "cpu"] = option("auto", "where the model runs: 'auto' is cuda when available")
+    precision: Literal["auto", "fp32", "fp16"] = option(
+        "auto", "network precision: 'auto' is fp16 on CUDA and fp32 on the CPU; the box decoding always runs in "
+                "fp32 (fp16 has 0.5 px steps above 512 px); fp16 needs CUDA")
+    channels_last: bool = option(True, "CUDA: NHWC memory layout, which tensor-core convolutions prefer")
+    cuda_graphs: bool = option(
+        True, "CUDA: capture one CUDA graph per input shape (batch, height, width) and replay it, which removes "
+              "the per-layer launch cost of small models")
+    threads: int = option(0, "CPU: torch intra-op threads (0: torch's default); process-wide, as torch sets it")
+
+    def __post_init__(self):
+        require(self.threads >= 0, "threads", f"must be >= 0, got {self.threads}")
+        require(not (self.device == "cpu" and self.precision == "fp16"), "precision",
+                "fp16 needs device 'cuda' (or 'auto' on a machine with CUDA); use fp32 on the CPU")
+
+
+@dataclass
 class DetectorConfig:
     engine: EngineName = option(
         "auto", "backend: 'classical' (top-hat IRST detector, no weights), 'onnxruntime' (an ONNX model on the "
-                "CPU), 'null' (no detections; measures the pipeline's own overhead), 'auto' (onnxruntime when "
-                "weights are given, else classical)")
-    weights: str | None = option(None, "model file for the engines that need one (ONNX for onnxruntime)")
+                "CPU), 'tensorrt' (a plan built from the ONNX, NVIDIA GPU), 'torch' (the torch model, CUDA fp16 "
+                "with CUDA graphs, or the CPU), 'null' (no detections; measures the pipeline's own overhead), "
+                "'auto' (with weights the fastest available: tensorrt if installed and a GPU is present, else "
+                "torch on the GPU when the weights include the torch model, else onnxruntime; without weights "
+                "classical)")
+    weights: str | None = option(
+        None, "model for the engines that need one: a released model folder (model.onnx, model.pt, model.yaml; "
+              "see engines/model_files.py), an .onnx (onnxruntime, tensorrt), a TensorRT .plan, or a torch "
+              ".pt state dict / train.py checkpoint (torch)")
     score_threshold: float = option(
         0.3, "detections scoring below this are dropped (classical scores are 0.5 at its threshold)")
     nms_iou: float = option(
@@ -84,6 +142,8 @@ class DetectorConfig:
                                 "add up to runner.max_wait_ms of latency")
     classical: ClassicalConfig = option(ClassicalConfig(), "options of the classical detector")
     onnxruntime: OnnxRuntimeConfig = option(OnnxRuntimeConfig(), "options of the ONNX Runtime engine")
+    tensorrt: TensorRTConfig = option(TensorRTConfig(), "options of the TensorRT engine")
+    torch: TorchConfig = option(TorchConfig(), "options of the torch engine")
 
     def __post_init__(self):
         require(self.engine in get_args(EngineName), "engine",
@@ -99,7 +159,19 @@ class DetectorConfig:
         require(self.batch_size >= 1, "batch_size", f"must be at least 1, got {self.batch_size}")
 
     def resolved_engine(self) -> str:
-        """The engine that runs: 'auto' becomes onnxruntime when weights are given, else classical."""
+        """The engine that runs. 'auto' without weights is classical; with weights the fastest that can run them
+        here: tensorrt (installed, a CUDA GPU, and an ONNX or plan), else torch on a CUDA GPU when the weights
+        include the torch model (or on the CPU when they hold nothing else), else onnxruntime."""
         if self.engine != "auto":
             return self.engine
-        return "onnxruntime" if self.weights else "classical"
+        if not self.weights:
+            return "classical"
+        from engines.availability import cuda_available, tensorrt_installed
+        from engines.model_files import ModelFiles
+
+        files = ModelFiles.find(self.weights)
+        if (files.onnx or files.plan) and tensorrt_installed() and cuda_available():
+            return "tensorrt"
+        if files.state_dict and (files.onnx is None or cuda_available()):
+            return "torch"
+        return "onnxruntime"

@@ -5,7 +5,8 @@ Engine contract (what the trainer's export writes; any model that follows it run
 - Outputs ``boxes``: float32 [N, K, 4], x1, y1, x2, y2 in the network input's pixels, and ``scores``: float32
   [N, K] confidences in [0, 1], after an in-graph top-K (unused slots score 0). No NMS in the graph:
   the host runs it (engines/postprocess.py) with ``detector.score_threshold``, ``nms_iou`` and ``max_detections``.
-- Pre-processing, done here from the model's metadata_props (optional string entries, parsed as numbers):
+- Pre-processing, done by the engine (engines/preprocess.py) from the model's metadata_props (optional string
+  entries, parsed as numbers):
       x = (pixel / full_scale * input_scale - mean) / std
   full_scale is the frame dtype's: 255 for uint8, 65535 for uint16. ``input_scale`` (default 1) states the
   pixel range the model was trained on: 1 for images scaled to [0, 1], 255 for raw 8-bit values (mmdet style,
@@ -24,12 +25,13 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 
 from engines.config import DetectorConfig
-from engines.frames import FULL_SCALE, check_images
-from engines.postprocess import select_detections
+from engines.frames import check_images
+from engines.model_files import ModelFiles
+from engines.postprocess import check_raw_outputs, frame_detections
+from engines.preprocess import InputSpec, prepare_numpy
 from pipeline.errors import UserError
 from pipeline.types import Detections
 
@@ -47,7 +49,10 @@ class OnnxRuntimeDetector:
         import onnxruntime
 
         self.config = config or DetectorConfig(engine="onnxruntime", weights=str(weights))
-        self.weights = Path(weights)
+        self.weights = ModelFiles.find(weights).onnx or Path(weights)
+        if Path(weights).is_dir() and not self.weights.is_file():
+            raise UserError(f"detector weights {weights}: the folder holds no model.onnx (a released model folder "
+                            "has model.onnx, model.pt and model.yaml; see engines/model_files.py)")
         if not self.weights.is_file():
             raise UserError(f"detector weights not found: {self.weights} (give an .onnx file exported by the "
                             "trainer with --weights or detector.weights)")
@@ -62,13 +67,15 @@ class OnnxRuntimeDetector:
             raise UserError(f"detector weights {self.weights}: not an ONNX model ONNX Runtime can load ({reason}); "
                             "give an .onnx file exported by the trainer") from None
         self._check_contract()
-        images = self.session.get_inputs()[0]
-        batch, _, height, width = (_fixed(dim) for dim in images.shape)
-        self.fixed_batch, self.fixed_size = batch, (height, width)
+        batch, _, height, width = (_fixed(dim) for dim in self.session.get_inputs()[0].shape)
         metadata = self.session.get_modelmeta().custom_metadata_map
-        self.mean, self.std, self.input_scale = (self._metadata_number(metadata, k) for k in ("mean", "std",
-                                                                                          "input_scale"))
-        self.size_divisor = int(self._metadata_number(metadata, "size_divisor"))
+        mean, std, input_scale, size_divisor = (self._metadata_number(metadata, k) for k in METADATA_DEFAULTS)
+        self.spec = InputSpec(batch, height, width, mean, std, input_scale, int(size_divisor))
+
+    @property
+    def fixed_size(self) -> tuple[int | None, int | None]:
+        """The model's fixed input (height, width); None for a dynamic axis."""
+        return self.spec.height, self.spec.width
 
     def _fail(self, problem: str) -> UserError:
         return UserError(f"detector weights {self.weights} do not follow the engine contract: {problem}; "
@@ -109,47 +116,20 @@ class OnnxRuntimeDetector:
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
         check_images(images, self.name)
-        if not images:
-            return []
-        chunk = self.fixed_batch or len(images)
-        results = []
+        chunk = self.spec.batch or max(len(images), 1)
+        config, results = self.config, []
         for start in range(0, len(images), chunk):
             frames = list(images[start:start + chunk])
-            batch, scales = self.prepare(frames, padded_batch=self.fixed_batch or len(frames))
+            batch, scales = self.prepare(frames, padded_batch=self.spec.batch or len(frames))
             boxes, scores = self._run(batch)
-            for index, frame in enumerate(frames):
-                results.append(self._to_frame(boxes[index], scores[index], scales[index], frame.shape))
+            results += [frame_detections(boxes[i], scores[i], scales[i], frame.shape, config.score_threshold,
+                                         config.nms_iou, config.max_detections) for i, frame in enumerate(frames)]
         return results
 
     def prepare(self, frames: list[np.ndarray], padded_batch: int) -> tuple[np.ndarray, np.ndarray]:
         """The network input float32 [padded_batch, 1, H, W] for ``frames`` and, per frame, the (x, y) factors
         float64 [len(frames), 2] that take network-input pixels back to frame pixels (module docs)."""
-        fixed_h, fixed_w = self.fixed_size
-        resized = [(fixed_h or f.shape[0], fixed_w or f.shape[1]) for f in frames]
-        height = fixed_h or _round_up(max(h for h, _ in resized), self.size_divisor)
-        width = fixed_w or _round_up(max(w for _, w in resized), self.size_divisor)
-        batch = np.zeros((padded_batch, 1, height, width), np.float32)
-        scales = np.empty((len(frames), 2))
-        for index, (frame, (h, w)) in enumerate(zip(frames, resized)):
-            pixels = frame.astype(np.float32)
-            if (h, w) != frame.shape:
-                pixels = cv2.resize(pixels, (w, h), interpolation=cv2.INTER_LINEAR)
-            gain = self.input_scale / (FULL_SCALE[frame.dtype] * self.std)
-            batch[index, 0, :h, :w] = pixels * gain - self.mean / self.std
-            scales[index] = frame.shape[1] / w, frame.shape[0] / h
-        return batch, scales
-
-    def _to_frame(self, boxes: np.ndarray, scores: np.ndarray, scale: np.ndarray, shape: tuple[int, int]
-                  ) -> Detections:
-        """One frame's detections: boxes scaled to its pixels, those centred in the padding dropped, the rest
-        clipped to the frame, then the host post-processing."""
-        height, width = shape
-        boxes = boxes * np.tile(scale, 2)
-        centres = 0.5 * (boxes[:, :2] + boxes[:, 2:])
-        inside = (centres[:, 0] >= 0) & (centres[:, 0] < width) & (centres[:, 1] >= 0) & (centres[:, 1] < height)
-        boxes = np.clip(boxes[inside], 0, [width, height, width, height])
-        return select_detections(boxes, scores[inside], self.config.score_threshold, self.config.nms_iou,
-                                 self.config.max_detections)
+        return prepare_numpy(frames, self.spec, padded_batch)
 
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         try:
@@ -157,14 +137,8 @@ class OnnxRuntimeDetector:
         except Exception as err:  # shape mismatches inside the graph surface here
             raise UserError(f"detector weights {self.weights}: ONNX Runtime failed on a batch of shape "
                             f"{list(batch.shape)}: {str(err).strip().splitlines()[0]}") from None
-        n = batch.shape[0]
-        if boxes.ndim != 3 or boxes.shape[0] != n or boxes.shape[2] != 4 or scores.shape != boxes.shape[:2]:
-            raise self._fail(f"for input {list(batch.shape)} the model returned boxes {list(boxes.shape)} and "
-                             f"scores {list(scores.shape)}")
-        if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
-            raise UserError(f"detector weights {self.weights}: the model returned NaN or infinite boxes or scores; "
-                            "the model or its export is broken (check it with the trainer's evaluate command)")
-        return boxes.astype(np.float64), scores.astype(np.float64)
+        check_raw_outputs(boxes, scores, batch.shape[0], str(self.weights))
+        return boxes, scores
 
     def close(self) -> None:
         self.session = None
@@ -173,7 +147,3 @@ class OnnxRuntimeDetector:
 def _fixed(dim) -> int | None:
     """A dimension ONNX Runtime reports: its size when fixed, None when dynamic (a name, None or not positive)."""
     return dim if isinstance(dim, int) and dim > 0 else None
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple

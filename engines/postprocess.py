@@ -1,12 +1,13 @@
 """Host post-processing of model outputs: score threshold, non-maximum suppression, most detections per frame.
 
-Shared by every model engine (ONNX Runtime now, TensorRT and torch later): the engine contract leaves NMS out of
-the graph, so all engines give the same detections for the same raw outputs.
+Shared by every model engine (ONNX Runtime, TensorRT, torch): the engine contract leaves NMS out of the graph, so
+all engines give the same detections for the same raw outputs.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from pipeline.errors import UserError
 from pipeline.types import Detections
 
 
@@ -44,3 +45,27 @@ def select_detections(boxes: np.ndarray, scores: np.ndarray, score_threshold: fl
     candidates = np.flatnonzero(scores >= score_threshold)
     kept = candidates[nms(boxes[candidates], scores[candidates], iou_threshold, max_detections)]
     return Detections(boxes[kept].astype(np.float32), scores[kept].astype(np.float32))
+
+
+def check_raw_outputs(boxes: np.ndarray, scores: np.ndarray, batch: int, model: str) -> None:
+    """Raise UserError unless boxes [batch, K, 4] and scores [batch, K] are finite (a broken model or export)."""
+    if boxes.ndim != 3 or boxes.shape[0] != batch or boxes.shape[2] != 4 or scores.shape != boxes.shape[:2]:
+        raise UserError(f"detector weights {model}: for a batch of {batch} the model returned boxes "
+                        f"{list(boxes.shape)} and scores {list(scores.shape)}; expected [N, K, 4] and [N, K] (the "
+                        "engine contract, engines/onnxruntime_backend.py)")
+    if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
+        raise UserError(f"detector weights {model}: the model returned NaN or infinite boxes or scores; the model or "
+                        "its export is broken (check it with the trainer's evaluate command)")
+
+
+def frame_detections(boxes: np.ndarray, scores: np.ndarray, scale: np.ndarray, shape: tuple[int, int],
+                     score_threshold: float, iou_threshold: float, max_detections: int) -> Detections:
+    """One frame's detections from its raw outputs boxes [K, 4] (network-input pixels) and scores [K]: boxes scaled
+    by ``scale`` (x, y) to the frame's pixels, those centred in the padding dropped, the rest clipped to the frame
+    (``shape`` height, width), then select_detections."""
+    height, width = shape
+    boxes = boxes.astype(np.float64) * np.tile(scale, 2)
+    centres = 0.5 * (boxes[:, :2] + boxes[:, 2:])
+    inside = (centres[:, 0] >= 0) & (centres[:, 0] < width) & (centres[:, 1] >= 0) & (centres[:, 1] < height)
+    boxes = np.clip(boxes[inside], 0, [width, height, width, height])
+    return select_detections(boxes, scores[inside].astype(np.float64), score_threshold, iou_threshold, max_detections)
