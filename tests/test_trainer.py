@@ -24,6 +24,7 @@ import yaml  # noqa: E402
 
 from engines.onnxruntime_backend import OnnxRuntimeDetector  # noqa: E402
 from models.detector import build_detector  # noqa: E402
+from models.export import ExportableDetector  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
 from training.checkpoint import load_model_weights, read_checkpoint, save_checkpoint  # noqa: E402
 from training.cli import main  # noqa: E402
@@ -340,6 +341,26 @@ def test_export_command_writes_an_onnx_the_engine_runs(trained_run, tmp_path, ca
     assert found.boxes.shape[1] == 4 and len(found) <= 100
 
 
+def test_release_command_writes_a_model_folder_every_engine_file_agrees_with(trained_run, tmp_path, capsys):
+    config, run = trained_run
+    out = tmp_path / "weights" / "tiny"
+    assert main(["release", "--config", str(config), "--checkpoint", str(run / "last.pt"), "--out", str(out)]) == 0
+    assert "released" in capsys.readouterr().err
+    assert {"model.onnx", "model.pt", "model.yaml", "train_config.yaml", "log_epochs.csv", "curves.png"} <= {
+        p.name for p in out.iterdir()}
+    # the state dict and model.yaml rebuild the torch model whose outputs the dynamic-size ONNX reproduces
+    detector = build_detector(yaml.safe_load((out / "model.yaml").read_text()))
+    detector.load_state_dict(torch.load(out / "model.pt", weights_only=True))
+    engine = OnnxRuntimeDetector(out / "model.onnx")
+    assert engine.fixed_size == (None, None)
+    frame = np.random.default_rng(2).integers(0, 256, (96, 128), dtype=np.uint8)
+    images, _ = engine.prepare([frame], padded_batch=1)
+    onnx_scores = engine.session.run(["scores"], {"images": images})[0]
+    with torch.no_grad():
+        _, scores = ExportableDetector(detector.eval())(torch.from_numpy(images))
+    np.testing.assert_allclose(onnx_scores, scores.numpy(), atol=1e-5)
+
+
 def test_wrong_architecture_on_the_command_line(trained_run, tmp_path, capsys):
     config, run = trained_run
     other = tmp_path / "other.yaml"
@@ -358,10 +379,10 @@ def test_config_mistakes_are_one_line_errors(tmp_path, devkit, tiny_model_path, 
     assert "shares 4 images with data.train_split" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["bafenet_r18_paper", "bafenet_lite_cpu"])
+@pytest.mark.parametrize("name", ["bafenet_r18_paper", "bafenet_lite_cpu", "bafenet_tiny_cpu"])
 def test_shipped_train_configs_validate(name):
     config = load_train_config(REPO / "configs" / "train" / f"{name}.yaml")
-    assert config.model_path.is_file() and config.loop.batch_size == 2
+    assert config.model_path.is_file() and config.loop.batch_size in (2, 8)
     build_detector(config.model_config())
 
 

@@ -1,5 +1,5 @@
-"""`python train.py train | evaluate | export`: the trainer's command line. User mistakes print one `error:` line
-and exit 2, as run_pipeline.py does; Ctrl-C during training saves last.pt and exits 130."""
+"""`python train.py train | evaluate | export | build-engine`: the trainer's command line. User mistakes print one
+`error:` line and exit 2, as run_pipeline.py does; Ctrl-C during training saves last.pt and exits 130."""
 from __future__ import annotations
 
 import argparse
@@ -26,7 +26,7 @@ def parser() -> argparse.ArgumentParser:
         prog="train.py", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train, evaluate and export the detectors (BAFE-Net) on DenseSIRST.",
         epilog="config options (set in the YAML file or with --set KEY=VALUE):\n" + "\n".join(describe(TrainConfig)))
-    commands = p.add_subparsers(dest="command", required=True, metavar="{train,evaluate,export}")
+    commands = p.add_subparsers(dest="command", required=True, metavar="{train,evaluate,export,release,build-engine}")
     train = commands.add_parser("train", parents=[common], help="train; outputs in runs/train/<name>/")
     train.add_argument("--resume", metavar="PATH", help="continue exactly from a last.pt / best.pt checkpoint")
     evaluate = commands.add_parser("evaluate", parents=[common],
@@ -41,6 +41,34 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, metavar="FILE", help="ONNX file to write")
     export.add_argument("--dynamic-size", action="store_true",
                         help="dynamic height / width (frames run at their own size) instead of data.input_size")
+    release = commands.add_parser(
+        "release", parents=[common], help="a released model folder (weights/<name>/) from a checkpoint",
+        description="Write model.onnx (dynamic size, checked against torch), model.pt, model.yaml, "
+                    "train_config.yaml and the run's log and curves into --out; see training/release.py.")
+    release.add_argument("--checkpoint", required=True, metavar="PATH", help="checkpoint (best.pt) to release")
+    release.add_argument("--out", required=True, metavar="DIR", help="release folder, e.g. weights/bafenet_tiny")
+    build = commands.add_parser(
+        "build-engine", parents=[common], help="TensorRT plan from an exported ONNX, into the engine cache",
+        description="Check that TensorRT supports every operator of the ONNX, then build (or find in the cache) "
+                    "the plan that detector.engine 'tensorrt' runs on this GPU. Needs the tensorrt extra and an "
+                    "NVIDIA GPU, except --fp16-onnx, which only writes the FP16 ONNX a strongly typed TensorRT "
+                    "(11) builds fp16 plans from.")
+    build.add_argument("--onnx", required=True, metavar="PATH", help="exported ONNX, or a released model folder")
+    build.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16",
+                       help="plan precision (default: %(default)s; see engines/tensorrt_backend.py)")
+    build.add_argument("--batch-size", type=int, default=1, help="batch the profile is tuned for (default: 1)")
+    build.add_argument("--max-batch", type=int, default=32, help="largest batch the plan accepts (default: 32)")
+    build.add_argument("--input-size", metavar="HxW", help="largest frame size, for an ONNX with dynamic height / "
+                                                           "width, e.g. 512x640")
+    build.add_argument("--cache-dir", help="engine cache folder (default: detector.tensorrt.cache_dir's default)")
+    build.add_argument("--calibration", metavar="SOURCE",
+                       help="int8 on TensorRT 10: video, image folder or sequence of real frames to calibrate on "
+                            "(default: the images of data.train_split)")
+    build.add_argument("--calibration-frames", type=int, default=256, help="int8: frames to calibrate on")
+    build.add_argument("--out", metavar="FILE", help="also copy the plan (and its .json) here")
+    build.add_argument("--rebuild", action="store_true", help="build even when the cache has the plan")
+    build.add_argument("--fp16-onnx", metavar="FILE", help="only write the FP16 ONNX (checked against the fp32 one "
+                                                           "in ONNX Runtime) and stop")
     return p
 
 
@@ -54,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError as err:
             raise UserError(f"train.py needs the train extra (torch, dadaptation, onnx, matplotlib): "
                             f"pip install -e '.[train]' ({err})") from None
-        return {"train": train, "evaluate": evaluate, "export": export}[args.command](args, config)
+        return {"train": train, "evaluate": evaluate, "export": export, "release": release,
+                "build-engine": build_engine}[args.command](args, config)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -109,6 +138,86 @@ def export(args: argparse.Namespace, config: TrainConfig) -> int:
     print(f"wrote {args.out}; ONNX Runtime vs torch on {source}: max |difference| {check.max_score_difference:.3g} "
           f"in scores, {check.max_box_difference:.3g} px in boxes ({check.scored_candidates} scored candidates)",
           file=sys.stderr)
+    return 0
+
+
+def build_engine(args: argparse.Namespace, config: TrainConfig) -> int:
+    from engines.config import DetectorConfig
+    from engines.model_files import ModelFiles
+    from engines.onnx_graph import load_onnx, tensorrt_problems
+    from pipeline.schema import build
+
+    onnx = ModelFiles.find(args.onnx).onnx
+    if onnx is None or not onnx.is_file():
+        raise UserError(f"--onnx {args.onnx}: no ONNX file there (give an .onnx written by train.py export, or a "
+                        "released model folder holding model.onnx)")
+    problems = tensorrt_problems(load_onnx(onnx))
+    if problems:
+        raise UserError(f"{onnx} cannot be built by TensorRT: " + "; ".join(problems))
+    if args.fp16_onnx:
+        from engines.onnx_fp16 import write_fp16_onnx
+
+        difference = write_fp16_onnx(onnx, Path(args.fp16_onnx))
+        print(f"wrote {args.fp16_onnx}; its best scores on a noise frame differ from the fp32 model's by at most "
+              f"{difference:.2g}", file=sys.stderr)
+        return 0
+    options = {"precision": args.precision, "max_batch": args.max_batch, "calibration": args.calibration,
+               "calibration_frames": args.calibration_frames}
+    if args.input_size:
+        options["input_size"] = parse_size(args.input_size)
+    if args.cache_dir:
+        options["cache_dir"] = args.cache_dir
+    detector_config = build(DetectorConfig, {"engine": "tensorrt", "weights": str(onnx), "batch_size": args.batch_size,
+                                             "tensorrt": options}, "detector")
+    from engines.tensorrt_backend import ensure_plan, import_tensorrt, open_buffers
+
+    import_tensorrt()
+    frames = None
+    if args.precision == "int8" and args.calibration is None:
+        frames = calibration_frames(config, args.calibration_frames)
+    record = ensure_plan(onnx, detector_config, open_buffers(), calibration=frames, rebuild=args.rebuild)
+    if args.out:
+        import shutil
+
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(record.plan, out)
+        shutil.copyfile(record.sidecar, out.with_suffix(".json"))
+    print(f"TensorRT {record.key.tensorrt} {record.key.precision} plan for {record.key.gpu}: {record.plan}"
+          + (f" (copied to {args.out})" if args.out else "") + f"; profile min {list(record.key.profile.min)}, "
+          f"opt {list(record.key.profile.opt)}, max {list(record.key.profile.max)}", file=sys.stderr)
+    return 0
+
+
+def parse_size(text: str) -> list[int]:
+    """'512x640' -> [512, 640] (height, width)."""
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--input-size {text!r}: expected HEIGHTxWIDTH, e.g. 512x640") from None
+    return [height, width]
+
+
+def calibration_frames(config: TrainConfig, count: int) -> list[np.ndarray]:
+    """Up to ``count`` images of data.train_split, evenly spread, for INT8 calibration."""
+    from training.densesirst import DenseSirst
+
+    if not config.data.root_path.is_dir():
+        raise UserError(f"int8 calibration needs real frames: give --calibration SOURCE (data.root "
+                        f"{config.data.root_path} is not there)")
+    dataset = DenseSirst(config.data.root_path, config.data.train_split, with_masks=False)
+    step = max(1, len(dataset) // count)
+    return [dataset[i].image for i in range(0, len(dataset), step)][:count]
+
+
+def release(args: argparse.Namespace, config: TrainConfig) -> int:
+    from training.release import release_model
+
+    detector, _ = load_trained_detector(config, args.checkpoint)
+    frame, source = verification_frame(config)
+    check = release_model(detector, config, Path(args.checkpoint), Path(args.out), frame)
+    print(f"released {args.checkpoint} into {args.out}; ONNX Runtime vs torch on {source}: max |difference| "
+          f"{check.max_score_difference:.3g} in scores, {check.max_box_difference:.3g} px in boxes", file=sys.stderr)
     return 0
 
 
