@@ -9,15 +9,20 @@ from pathlib import Path
 
 
 class CsvLog:
-    """Rows appended to a CSV file, flushed at once (a crash loses nothing). Columns are fixed by the first row."""
+    """Rows appended to a CSV file, flushed at once (a crash loses nothing). A row with a column the file lacks
+    (e.g. the first validated epoch, when validation runs every few epochs) rewrites it with that column added."""
 
     def __init__(self, path: Path):
         self.path = path
 
     def append(self, row: dict[str, float | int | str]) -> None:
         new = not self.path.is_file() or self.path.stat().st_size == 0
+        columns = list(row) if new else self._columns()
+        if not new and not set(row) <= set(columns):
+            self._rewrite(columns + [key for key in row if key not in columns], self.rows())
+            columns = self._columns()
         with self.path.open("a", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=list(row) if new else self._columns())
+            writer = csv.DictWriter(file, fieldnames=columns)
             if new:
                 writer.writeheader()
             writer.writerow(row)
@@ -34,10 +39,13 @@ class CsvLog:
         kept = [row for row in rows if int(row[column]) <= last]
         if len(kept) == len(rows):
             return
+        self._rewrite(list(rows[0]), kept)
+
+    def _rewrite(self, columns: list[str], rows: list[dict[str, str]]) -> None:
         with self.path.open("w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+            writer = csv.DictWriter(file, fieldnames=columns)
             writer.writeheader()
-            writer.writerows(kept)
+            writer.writerows(rows)
 
     def _columns(self) -> list[str]:
         with self.path.open(newline="") as file:
