@@ -30,6 +30,7 @@ from training.checkpoint import load_model_weights, read_checkpoint, save_checkp
 from training.cli import main  # noqa: E402
 from training.config import DataConfig, ScheduleConfig, load_train_config  # noqa: E402
 from training.evaluate import predict, score_split  # noqa: E402
+from training.logs import CsvLog  # noqa: E402
 from training.loop import Trainer  # noqa: E402
 from training.optim import LrSchedule, parameter_groups  # noqa: E402
 from training.splits import evaluation_set, training_set  # noqa: E402
@@ -339,6 +340,14 @@ def test_export_command_writes_an_onnx_the_engine_runs(trained_run, tmp_path, ca
     frame = np.random.default_rng(1).integers(0, 256, (90, 120), dtype=np.uint8)
     (found,) = engine.detect([frame])
     assert found.boxes.shape[1] == 4 and len(found) <= 100
+
+
+def test_csv_log_takes_columns_that_appear_later(tmp_path):
+    log = CsvLog(tmp_path / "log_epochs.csv")  # validation every second epoch: val columns arrive at epoch 2
+    log.append({"epoch": 1, "loss": 2.0})
+    log.append({"epoch": 2, "loss": 1.5, "val_mAP12": 0.3})
+    log.append({"epoch": 3, "loss": 1.0})
+    assert [(row["epoch"], row["val_mAP12"]) for row in log.rows()] == [("1", ""), ("2", "0.3"), ("3", "")]
 
 
 def test_release_command_writes_a_model_folder_every_engine_file_agrees_with(trained_run, tmp_path, capsys):
