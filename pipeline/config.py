@@ -137,6 +137,16 @@ def apply_override(data: dict, assignment: str) -> None:
     node[parts[-1]] = value
 
 
+def _anchor_weights(data: dict, folder: Path) -> None:
+    """A relative detector.weights written in a config file names a file beside the config (so the default config
+    finds weights/ from any working directory); --weights and --set stay relative to the working directory."""
+    detector = data.get("detector")
+    if isinstance(detector, dict) and isinstance(detector.get("weights"), str):
+        weights = Path(detector["weights"]).expanduser()
+        if not weights.is_absolute():
+            detector["weights"] = str((folder / weights).resolve())
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> PipelineConfig:
     path = Path(path) if path else DEFAULT_CONFIG
     if not path.is_file():
@@ -147,6 +157,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Pi
         raise UserError(f"config file {path} is not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise UserError(f"config file {path} must hold a mapping of sections (source, detector, tracker, ...)")
+    _anchor_weights(data, path.parent)
     for assignment in overrides:
         apply_override(data, assignment)
     try:

@@ -83,3 +83,14 @@ def test_help_documents_every_option():
         assert f"  {key} (" in text, f"--help does not document {key}"
     assert all(line.split("): ", 1)[1].strip() for line in describe(PipelineConfig) if line.startswith("  ")), \
         "every option needs a help text"
+
+
+def test_relative_weights_in_a_config_file_are_found_beside_it(tmp_path, monkeypatch):
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    config_file = folder / "mine.yaml"
+    config_file.write_text("detector:\n  weights: ../weights/tiny\n")
+    monkeypatch.chdir(folder)  # any working directory
+    assert load_config(config_file).detector.weights == str(tmp_path / "weights" / "tiny")
+    # a command-line override stays relative to the working directory, as paths typed in a shell do
+    assert load_config(config_file, ["detector.weights=other.onnx"]).detector.weights == "other.onnx"
