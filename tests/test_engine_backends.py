@@ -116,6 +116,21 @@ def test_torch_matches_onnxruntime_on_a_released_model(lite_release):
     assert_same_detections(reference.detect(frames), torch_engine.detect(frames))
 
 
+SHIPPED_RELEASES = sorted(path.parent for path in (REPO / "weights").glob("*/model.onnx"))
+
+
+@pytest.mark.parametrize("folder", SHIPPED_RELEASES, ids=lambda folder: folder.name)
+def test_every_shipped_release_agrees_across_engines_and_suits_tensorrt(folder):
+    """The files in weights/ themselves: torch (model.pt + model.yaml) and ONNX Runtime (model.onnx) find the same
+    detections on a real-sized frame, and TensorRT's parser would take every operator of the ONNX."""
+    torch.set_num_threads(1)
+    frames = smooth_frames([((512, 640), np.uint8), ((256, 320), np.uint16)], seed=4)
+    reference = engine("onnxruntime", folder, score_threshold=0.02)
+    torch_engine = engine("torch", folder, score_threshold=0.02, torch={"threads": 1})
+    assert_same_detections(reference.detect(frames), torch_engine.detect(frames), box_atol=5e-3, score_atol=1e-4)
+    assert tensorrt_problems(load_onnx(folder / "model.onnx")) == []
+
+
 def test_torch_matches_onnxruntime_with_a_fixed_input_size(tmp_path):
     """A fixed-size ONNX: frames are resized (on the device for torch, by OpenCV for ONNX Runtime)."""
     folder = release(tmp_path / "fixed", model_config(), input_size=(64, 96), seed=1)
