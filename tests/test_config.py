@@ -1,5 +1,6 @@
 """Config loading: typed validation with full key paths, overrides, and help that lists every option."""
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -94,3 +95,9 @@ def test_relative_weights_in_a_config_file_are_found_beside_it(tmp_path, monkeyp
     assert load_config(config_file).detector.weights == str(tmp_path / "weights" / "tiny")
     # a command-line override stays relative to the working directory, as paths typed in a shell do
     assert load_config(config_file, ["detector.weights=other.onnx"]).detector.weights == "other.onnx"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in DEFAULT_CONFIG.parent.glob("*.yaml")))
+def test_shipped_pipeline_configs_validate_and_find_their_weights(name):
+    config = load_config(DEFAULT_CONFIG.parent / name, ["source.path=video.mp4"])
+    assert config.detector.weights is None or Path(config.detector.weights).exists()
