@@ -30,7 +30,7 @@ import numpy as np
 from engines.config import DetectorConfig
 from engines.frames import check_images
 from engines.model_files import ModelFiles
-from engines.postprocess import check_raw_outputs, frame_detections
+from engines.postprocess import check_raw_outputs, detect_in_chunks
 from engines.preprocess import InputSpec, prepare_numpy
 from pipeline.errors import UserError
 from pipeline.types import Detections
@@ -116,15 +116,12 @@ class OnnxRuntimeDetector:
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
         check_images(images, self.name)
-        chunk = self.spec.batch or max(len(images), 1)
-        config, results = self.config, []
-        for start in range(0, len(images), chunk):
-            frames = list(images[start:start + chunk])
-            batch, scales = self.prepare(frames, padded_batch=self.spec.batch or len(frames))
-            boxes, scores = self._run(batch)
-            results += [frame_detections(boxes[i], scores[i], scales[i], frame.shape, config.score_threshold,
-                                         config.nms_iou, config.max_detections) for i, frame in enumerate(frames)]
-        return results
+        return detect_in_chunks(images, self.spec.batch or max(len(images), 1), self.spec.batch, self.config,
+                                str(self.weights), self._infer)
+
+    def _infer(self, frames: list[np.ndarray], padded_batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        batch, scales = self.prepare(frames, padded_batch=padded_batch)
+        return *self._run(batch), scales
 
     def prepare(self, frames: list[np.ndarray], padded_batch: int) -> tuple[np.ndarray, np.ndarray]:
         """The network input float32 [padded_batch, 1, H, W] for ``frames`` and, per frame, the (x, y) factors

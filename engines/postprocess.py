@@ -5,6 +5,8 @@ all engines give the same detections for the same raw outputs.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 
 from pipeline.errors import UserError
@@ -56,6 +58,22 @@ def check_raw_outputs(boxes: np.ndarray, scores: np.ndarray, batch: int, model: 
     if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
         raise UserError(f"detector weights {model}: the model returned NaN or infinite boxes or scores; the model or "
                         "its export is broken (check it with the trainer's evaluate command)")
+
+
+def detect_in_chunks(images: Sequence[np.ndarray], chunk: int, padded_batch: int | None, config, weights: str,
+                     infer: Callable[[list[np.ndarray], int], tuple[np.ndarray, np.ndarray, np.ndarray]]
+                     ) -> list[Detections]:
+    """The model engines' ``detect``: ``images`` in chunks of ``chunk`` frames, each run by ``infer(frames,
+    padded_batch or len(frames))`` -> raw boxes, scores and per-frame scales, checked, then turned into each
+    frame's detections with ``config``'s score threshold, NMS IoU and detection limit."""
+    results = []
+    for start in range(0, len(images), chunk):
+        frames = list(images[start:start + chunk])
+        boxes, scores, scales = infer(frames, padded_batch or len(frames))
+        check_raw_outputs(boxes, scores, boxes.shape[0], weights)
+        results += [frame_detections(boxes[i], scores[i], scales[i], frame.shape, config.score_threshold,
+                                     config.nms_iou, config.max_detections) for i, frame in enumerate(frames)]
+    return results
 
 
 def frame_detections(boxes: np.ndarray, scores: np.ndarray, scale: np.ndarray, shape: tuple[int, int],

@@ -28,7 +28,7 @@ from engines.engine_cache import PlanCache, PlanKey, PlanRecord, Profile, file_s
     write_record
 from engines.frames import check_images
 from engines.model_files import ModelFiles
-from engines.postprocess import check_raw_outputs, frame_detections
+from engines.postprocess import check_raw_outputs, detect_in_chunks
 from engines.preprocess import InputSpec, prepare_numpy, prepare_torch
 from pipeline.errors import UserError
 from pipeline.types import Detections
@@ -487,14 +487,8 @@ class TensorRTDetector:
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
         check_images(images, self.name)
-        chunk = self.spec.batch or self.profile.max[0]
-        config, results = self.config, []
-        for start in range(0, len(images), chunk):
-            frames = list(images[start:start + chunk])
-            boxes, scores, scales = self.infer(frames, self.spec.batch or len(frames))
-            results += [frame_detections(boxes[i], scores[i], scales[i], frame.shape, config.score_threshold,
-                                         config.nms_iou, config.max_detections) for i, frame in enumerate(frames)]
-        return results
+        return detect_in_chunks(images, self.spec.batch or self.profile.max[0], self.spec.batch, self.config,
+                                str(self.record.plan), self.infer)
 
     def infer(self, frames: list[np.ndarray], padded_batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw outputs boxes [padded_batch, K, 4] and scores [padded_batch, K] on the host, and the frames'

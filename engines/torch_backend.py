@@ -23,7 +23,7 @@ from torch import nn
 from engines.config import DetectorConfig
 from engines.frames import check_images
 from engines.model_files import ModelFiles
-from engines.postprocess import check_raw_outputs, frame_detections
+from engines.postprocess import detect_in_chunks
 from engines.preprocess import InputSpec, prepare_torch
 from models.detector import Detector, build_detector
 from models.postprocess import decode_candidates
@@ -76,15 +76,8 @@ class TorchDetector:
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
         check_images(images, self.name)
-        chunk = self.spec.batch or max(len(images), 1)
-        config, results = self.config, []
-        for start in range(0, len(images), chunk):
-            frames = list(images[start:start + chunk])
-            boxes, scores, scales = self.infer(frames, self.spec.batch or len(frames))
-            check_raw_outputs(boxes, scores, boxes.shape[0], str(self.weights))
-            results += [frame_detections(boxes[i], scores[i], scales[i], frame.shape, config.score_threshold,
-                                         config.nms_iou, config.max_detections) for i, frame in enumerate(frames)]
-        return results
+        return detect_in_chunks(images, self.spec.batch or max(len(images), 1), self.spec.batch, self.config,
+                                str(self.weights), self.infer)
 
     def infer(self, frames: list[np.ndarray], padded_batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw outputs boxes [padded_batch, K, 4] and scores [padded_batch, K] on the host, and the frames'
