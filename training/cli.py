@@ -111,7 +111,7 @@ def evaluate(args: argparse.Namespace, config: TrainConfig) -> int:
     device = resolve_device(config.loop.device)
     detector, contents = load_trained_detector(config, args.checkpoint)
     detector.to(device)
-    test_set = evaluation_set(config.data, args.split)
+    test_set = evaluation_set(config.data, args.split, previous_frames=detector.config.input.previous_frames)
     settings = config.evaluation
     detections = predict(detector_candidates(detector), test_set, batch_size=config.loop.batch_size,
                          num_workers=config.loop.num_workers, device=device, nms_iou=settings.nms_iou,

@@ -1,7 +1,8 @@
 """The trainer's config (configs/train/*.yaml): YAML validated into typed sections, with `--set key.path=value`.
 
-Relative paths in ``model`` and ``data.root`` are read from the repository root, so a config works from any
-working directory; the run folder (``output.dir``) is relative to the current directory, like run_pipeline.py's.
+Relative paths in ``model``, ``data.root``, ``data.clips_root`` and ``data.clip_split`` are read from the
+repository root, so a config works from any working directory; the run folder (``output.dir``) is relative to
+the current directory, like run_pipeline.py's.
 """
 from __future__ import annotations
 
@@ -15,21 +16,36 @@ import yaml
 from pipeline.config import apply_override
 from pipeline.errors import ConfigError, UserError
 from pipeline.schema import build, option, require
+from training.sequences import SPLIT_SUBSETS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
 class DataConfig:
+    kind: Literal["densesirst", "clips"] = option(
+        "densesirst", "'densesirst': single images (root, *_split); 'clips': MOTChallenge clips (clips_root, "
+                      "clip_split), each key frame with the model's input.previous_frames before it, for BP-FPN; "
+                      "clips have no sky masks, so copy_paste must be 'off' and the head 'fcos'")
     root: str = option(
         "../shared/data/densesirst/SIRSTdevkit",
         "DenseSIRST SIRSTdevkit folder (PNGImages/, SIRST/, SkySeg/, Splits/); relative to the repo root")
     train_split: str = option("train_v2", "split trained on: train_v2 (val_v2 then selects the checkpoint) or "
-                                          "trainval_v2 (the reference; set val_split null)")
+                                          "trainval_v2 (the reference; set val_split null); with kind 'clips' "
+                                          "a subset of clip_split: 'train'")
     val_split: str | None = option(
         "val_v2", "split evaluated after training epochs to pick best.pt (null: none; use last.pt); it must "
-                  "share no image with train_split")
-    test_split: str = option("test_v2", "split reported once per released model (train.py evaluate --split)")
+                  "share no image with train_split; with kind 'clips': 'val'")
+    test_split: str = option("test_v2", "split reported once per released model (train.py evaluate --split); "
+                                        "with kind 'clips' a subset of clip_split ('val': there is no test subset)")
+    clips_root: str = option("../shared/data/halmstad-ir-dev",
+                             "kind 'clips': folder of MOTChallenge clip folders (<clip>/<clip>.mp4 or img1/, "
+                             "gt/gt.txt, seqinfo.ini); relative to the repo root")
+    clip_split: str = option("configs/data/halmstad_split.yaml",
+                             "kind 'clips': YAML mapping 'train' and 'val' to clip folder names (split by clip, "
+                             "never by frame); relative to the repo root")
+    frame_step: int = option(5, "kind 'clips': every frame_step-th frame of each clip is a key frame (a sample), "
+                                "in training and validation; neighbouring frames are near-duplicates")
     input_size: list[int] = option([512, 512], "network input [width, height] in pixels (multiples of 32)")
     resize: Literal["stretch", "keep_ratio"] = option(
         "stretch", "'stretch': every image to exactly input_size (the reference); 'keep_ratio': fit inside it, pad "
@@ -52,10 +68,35 @@ class DataConfig:
             f"{self.crop_size}")
         require(self.repeats >= 1, "repeats", f"must be at least 1, got {self.repeats}")
         require(0 <= self.flip_probability <= 1, "flip_probability", f"must be 0..1, got {self.flip_probability}")
+        require(self.frame_step >= 1, "frame_step", f"must be at least 1, got {self.frame_step}")
+        if self.kind == "clips":
+            self._check_clips()
+
+    def _check_clips(self) -> None:
+        """Clips name subsets of clip_split and carry no masks for BAG-CP."""
+        require(self.copy_paste == "off", "copy_paste", f"must be 'off' with kind 'clips' (BAG-CP pastes targets "
+                                                        f"into sky masks, which clips do not have), got "
+                                                        f"{self.copy_paste!r}")
+        for key in ("train_split", "val_split", "test_split"):
+            value = getattr(self, key)
+            require(value in SPLIT_SUBSETS or (key == "val_split" and value is None), key,
+                    f"with kind 'clips' names a subset of clip_split {self.clip_split}: one of "
+                    f"{', '.join(SPLIT_SUBSETS)}{' or null' if key == 'val_split' else ''}, got {value!r}")
+        require(self.val_split != self.train_split, "val_split",
+                f"must differ from train_split ({self.train_split!r}): a checkpoint chosen on training clips is "
+                "the most over-fitted one; set it to null or the other subset")
 
     @property
     def root_path(self) -> Path:
         return REPO_ROOT / self.root
+
+    @property
+    def clips_root_path(self) -> Path:
+        return REPO_ROOT / self.clips_root
+
+    @property
+    def clip_split_path(self) -> Path:
+        return REPO_ROOT / self.clip_split
 
 
 @dataclass
@@ -135,7 +176,7 @@ class TrainConfig:
     name: str = option("bafenet", "run name: outputs go to runs/train/<name> unless output.dir is set")
     model: str = option("configs/models/bafenet_lite.yaml", "model config YAML (see models/config.py); relative "
                                                             "to the repo root")
-    data: DataConfig = option(DataConfig(), "DenseSIRST splits and the training augmentation")
+    data: DataConfig = option(DataConfig(), "the data (DenseSIRST splits or clips) and the training augmentation")
     optimizer: OptimizerConfig = option(OptimizerConfig(), "DAdaptAdam")
     schedule: ScheduleConfig = option(ScheduleConfig(), "epochs and the lr factor over iterations")
     loop: LoopConfig = option(LoopConfig(), "batches, workers, seed, device")

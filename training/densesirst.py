@@ -37,8 +37,9 @@ MAX_IDS_IN_WARNING = 5
 class Sample:
     """One image with its annotations, in the coordinates of ``image`` (original until a transform resizes it).
 
-    image: uint8 [H, W] grey. boxes: float32 [N, 4] x1, y1, x2, y2 with the reference's minus-one convention
-    (XML value - 1 on all four), so a box covering pixels xmin..xmax (1-based) has x2 - x1 = xmax - xmin.
+    image: uint8 [H, W] grey ([H, W, F] for a clip's F frames, oldest first, and MOT boxes: training/splits.py).
+    boxes: float32 [N, 4] x1, y1, x2, y2 with the reference's minus-one convention (XML value - 1 on all four),
+    so a box covering pixels xmin..xmax (1-based) has x2 - x1 = xmax - xmin.
     difficult: bool [N]. sky_mask: uint8 [H, W], 1 = sky, 0 = other, 255 = ignore (padding); target_mask: uint8
     [H, W], 1 = target pixel; both None when the dataset was built without masks. original_hw: (height, width) of
     the file. scale_factor: (sx, sy) from original to current pixels; divide predicted boxes by it to evaluate in
@@ -58,7 +59,8 @@ class Sample:
 
 @dataclass(frozen=True, slots=True)
 class Annotation:
-    """Parsed XML of one id: boxes float32 [N, 4] (minus-one convention), difficult bool [N], size (H, W) or None."""
+    """Parsed XML of one id: boxes float32 [N, 4] (minus-one convention), difficult bool [N], size (H, W) or None.
+    Also a clip key frame's gt (training/splits.py), with MOT boxes x, y, x + w, y + h and size None."""
 
     image_id: str
     boxes: np.ndarray

@@ -1,4 +1,4 @@
-"""The training loop: DenseSIRST batches -> detector loss -> DAdaptAdam, with validation, logs and exact resume.
+"""The training loop: DenseSIRST or clip batches -> detector loss -> DAdaptAdam, with validation, logs and exact resume.
 
 One epoch = the repeated train split in a seeded random order, cut into full batches (the last partial batch is
 dropped), optionally capped by ``loop.max_iters_per_epoch``. The batch order depends on (seed, epoch) only and
@@ -127,13 +127,15 @@ class Trainer:
         self.model_config = config.model_config()
         self.model: Detector = build_detector(self.model_config).to(self.device)
         needs_masks = self.model.config.head.kind == "bafe" or config.data.copy_paste != "off"
-        self.train_set = training_set(config.data, config.loop.seed, with_masks=needs_masks)
+        frames = self.model.config.input.previous_frames
+        self.train_set = training_set(config.data, config.loop.seed, with_masks=needs_masks, previous_frames=frames)
         self.iters_per_epoch = iterations_per_epoch(len(self.train_set), config.loop.batch_size,
                                                     config.loop.max_iters_per_epoch)
         if self.iters_per_epoch == 0:
             raise UserError(f"data.train_split {config.data.train_split!r} gives {len(self.train_set)} samples per "
                             f"epoch, fewer than loop.batch_size ({config.loop.batch_size}): lower the batch size")
-        self.val_set = evaluation_set(config.data, config.data.val_split) if config.data.val_split else None
+        self.val_set = (evaluation_set(config.data, config.data.val_split, previous_frames=frames)
+                        if config.data.val_split else None)
         with contextlib.redirect_stdout(io.StringIO()):  # dadaptation prints a notice about decoupled decay
             self.optimizer = build_optimizer(self.model, config.optimizer)
         self.schedule = LrSchedule.from_config(config.schedule, config.optimizer.lr, self.iters_per_epoch)

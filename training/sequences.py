@@ -115,12 +115,18 @@ class ClipSequences:
 
     def __getitem__(self, index: int) -> SequenceSample:
         clip_index, key = self.keys[index]
-        clip = self.clips[clip_index]
         indices = np.maximum(np.arange(key - self.previous_frames, key + 1), 0)
-        rows = clip.ground_truth[clip.ground_truth[:, 0] == key + 1]
+        boxes, track_ids = self.key_boxes(index)
+        return SequenceSample(self.frames(clip_index)[indices], indices, boxes, track_ids,
+                              self.clips[clip_index].name)
+
+    def key_boxes(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Item ``index``'s boxes and track ids (as SequenceSample has them) without decoding a frame."""
+        clip_index, key = self.keys[index]
+        ground_truth = self.clips[clip_index].ground_truth
+        rows = ground_truth[ground_truth[:, 0] == key + 1]
         boxes = np.concatenate([rows[:, 2:4], rows[:, 2:4] + rows[:, 4:6]], axis=1).astype(np.float32)
-        return SequenceSample(self.frames(clip_index)[indices], indices, boxes, rows[:, 1].astype(np.int64),
-                              clip.name)
+        return boxes, rows[:, 1].astype(np.int64)
 
     def frames(self, clip_index: int) -> np.ndarray:
         """All frames [T, H, W] of clip ``clip_index``, decoded on first use and cached."""

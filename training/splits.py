@@ -1,7 +1,9 @@
 """The datasets a TrainConfig describes: the augmented training set, resized evaluation splits, and grey batches.
 
-Batches hold grey images scaled to [0, 1] ([N, 1, H, W]); ``Detector.normalize`` turns them into the network
-input, exactly as the engines do from the exported model's metadata, so training and deployment agree.
+Batches hold grey images scaled to [0, 1] ([N, 1, H, W]; [N, k + 1, H, W] for clips with input.previous_frames
+k); ``Detector.normalize`` turns them into the network input, exactly as the engines do from the exported model's
+metadata, so training and deployment agree. Clips (data.kind 'clips') become DenseSirst-like Samples
+(``ClipKeyFrames``), so the same training and test pipelines, transforms and VOC evaluation run on them.
 """
 from __future__ import annotations
 
@@ -9,11 +11,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipeline.errors import UserError
+from pipeline.errors import ConfigError, UserError
 from training.bag_cp import SkyCopyPaste
 from training.batches import Batch, ReferenceTrainingSet, ResizedTestSet, collate
 from training.config import DataConfig
-from training.densesirst import DenseSirst, Sample, read_split
+from training.densesirst import Annotation, DenseSirst, Sample, read_split
+from training.sequences import SPLIT_SUBSETS, ClipSequences, read_clip_split
 from training.transforms import random_horizontal_flip, resize_keep_ratio
 
 
@@ -37,10 +40,63 @@ class KeepRatioTestSet(ResizedTestSet):
         return resize_keep_ratio(self.dataset[index], self.size)
 
 
-def training_set(config: DataConfig, seed: int, with_masks: bool) -> ReferenceTrainingSet:
-    """The augmented, repeated train split; ``with_masks`` loads sky and target masks (BAFE head, BAG-CP)."""
+class ClipKeyFrames:
+    """Key frames of clips as Samples: image [H, W] (k = 0) or [H, W, k + 1] (frames oldest first, key frame last),
+    boxes of the key frame (none difficult), no masks, id '<clip>/<1-based frame>'. Like DenseSirst, ground
+    truth is ``annotations`` (read without decoding a frame), which training/evaluate.score_split scores against.
+    """
+
+    with_masks = False
+
+    def __init__(self, sequences: ClipSequences):
+        self.sequences = sequences
+        self.annotations = [Annotation(self._image_id(index), boxes, np.zeros(len(boxes), bool), None)
+                            for index, (boxes, _) in enumerate(map(sequences.key_boxes, range(len(sequences))))]
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def __getitem__(self, index: int) -> Sample:
+        item = self.sequences[index]
+        if item.frames.dtype != np.uint8:
+            raise UserError(f"clip {item.clip} has {item.frames.dtype} frames; training reads 8-bit grey frames: "
+                            "convert its image folder to 8-bit PNGs or an 8-bit video")
+        frames = item.frames[0] if len(item.frames) == 1 else np.ascontiguousarray(item.frames.transpose(1, 2, 0))
+        annotation = self.annotations[index]
+        return Sample(frames, annotation.boxes, annotation.difficult, None, None, annotation.image_id,
+                      item.frames.shape[1:])
+
+    def _image_id(self, index: int) -> str:
+        clip_index, key = self.sequences.keys[index]
+        return f"{self.sequences.clips[clip_index].name}/{key + 1}"
+
+
+def clip_key_frames(config: DataConfig, subset: str, previous_frames: int) -> ClipKeyFrames:
+    """The key frames of clip_split's ``subset`` ('train' or 'val') with ``previous_frames`` frames before each."""
+    clips = read_clip_split(config.clip_split_path)[subset]
+    return ClipKeyFrames(ClipSequences(config.clips_root_path, clips, previous_frames, step=config.frame_step))
+
+
+def _check_frames(config: DataConfig, previous_frames: int) -> None:
+    if config.kind == "densesirst" and previous_frames:
+        raise ConfigError("input.previous_frames", f"is {previous_frames}, but DenseSIRST has single images: "
+                                                   "train it on clips (data.kind clips) or set it to 0")
+
+
+def training_set(config: DataConfig, seed: int, with_masks: bool, previous_frames: int = 0) -> ReferenceTrainingSet:
+    """The augmented, repeated train split; ``with_masks`` loads sky and target masks (BAFE head, BAG-CP);
+    ``previous_frames`` (the model's input.previous_frames) frames go before each key frame of clips."""
     if config.copy_paste != "off" and not with_masks:
         raise ValueError("BAG-CP needs the masks: call with with_masks=True")
+    _check_frames(config, previous_frames)
+    kind = KeepRatioTrainingSet if config.resize == "keep_ratio" else ReferenceTrainingSet
+    if config.kind == "clips":
+        if with_masks:
+            raise ConfigError("head.kind", "'bafe' learns sky segmentation and clips have no sky masks: use "
+                                           "head.kind fcos for data.kind clips")
+        return kind(clip_key_frames(config, config.train_split, previous_frames), repeats=config.repeats,
+                    size=tuple(config.input_size), flip_probability=config.flip_probability, copy_paste=None,
+                    seed=seed, crop_size=None if config.crop_size is None else tuple(config.crop_size))
     dataset = DenseSirst(config.root_path, config.train_split, with_masks=with_masks)
     if config.val_split is not None:
         overlap = set(dataset.ids) & set(read_split(config.root_path, config.val_split))
@@ -48,15 +104,21 @@ def training_set(config: DataConfig, seed: int, with_masks: bool) -> ReferenceTr
             raise UserError(f"data.val_split {config.val_split!r} shares {len(overlap)} images with data.train_split "
                             f"{config.train_split!r} (e.g. {sorted(overlap)[0]}): a checkpoint chosen on training "
                             "images is the most over-fitted one; set data.val_split=null or train on train_v2")
-    kind = KeepRatioTrainingSet if config.resize == "keep_ratio" else ReferenceTrainingSet
     copy_paste = None if config.copy_paste == "off" else SkyCopyPaste(variant=config.copy_paste)
     return kind(dataset, repeats=config.repeats, size=tuple(config.input_size),
                 flip_probability=config.flip_probability, copy_paste=copy_paste, seed=seed,
                 crop_size=None if config.crop_size is None else tuple(config.crop_size))
 
 
-def evaluation_set(config: DataConfig, split: str) -> ResizedTestSet:
-    """``split`` resized as the network sees it; ground truth in original pixels is ``.dataset.annotations``."""
+def evaluation_set(config: DataConfig, split: str, previous_frames: int = 0) -> ResizedTestSet:
+    """``split`` resized as the network sees it; ground truth in original pixels is ``.dataset.annotations``.
+    With data.kind 'clips', ``split`` is a subset of clip_split and ``previous_frames`` as in training_set."""
+    _check_frames(config, previous_frames)
     kind = KeepRatioTestSet if config.resize == "keep_ratio" else ResizedTestSet
+    if config.kind == "clips":
+        if split not in SPLIT_SUBSETS:
+            raise UserError(f"split {split!r} is not a subset of data.clip_split {config.clip_split}: use one of "
+                            f"{', '.join(SPLIT_SUBSETS)}")
+        return kind(clip_key_frames(config, split, previous_frames), size=tuple(config.input_size))
     return kind(DenseSirst(config.root_path, split, with_masks=False), size=tuple(config.input_size))
 

@@ -1,7 +1,8 @@
 """Geometric transforms that map a Sample's image, boxes and masks together, and normalisation to the model input.
 
 Conventions follow mmdet/mmcv as the BAFE-Net reference uses them: bilinear image / nearest mask resize, boxes scaled
-per axis and clipped to the resized image, horizontal flip x -> W - x with no -1.
+per axis and clipped to the resized image, horizontal flip x -> W - x with no -1. A multi-frame image [H, W, F]
+(clip samples, training/splits.py) goes through every transform as one image, so all its frames move together.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def resize_keep_ratio(sample: Sample, size: tuple[int, int] = REFERENCE_SIZE, pa
     ratios. The image is padded with ``pad_value``, the sky mask with 255 (ignored by the loss), the target mask
     with 0; boxes are clipped to the resized content, not the padding.
     """
-    height, width = sample.image.shape
+    height, width = sample.image.shape[:2]
     scale = min(size[0] / width, size[1] / height)
     new_width, new_height = int(width * scale + 0.5), int(height * scale + 0.5)
     return _resize(sample, new_width, new_height, pad_to=size, pad_value=pad_value)
@@ -38,7 +39,7 @@ def resize_keep_ratio(sample: Sample, size: tuple[int, int] = REFERENCE_SIZE, pa
 
 def _resize(sample: Sample, new_width: int, new_height: int, pad_to: tuple[int, int] | None,
             pad_value: int) -> Sample:
-    height, width = sample.image.shape
+    height, width = sample.image.shape[:2]
     sx, sy = new_width / width, new_height / height
     boxes = sample.boxes * np.array([sx, sy, sx, sy], np.float32)
     boxes[:, 0::2] = boxes[:, 0::2].clip(0, new_width)
@@ -89,7 +90,7 @@ def random_crop(sample: Sample, size: tuple[int, int], rng: np.random.Generator,
     that usually hold a cluster makes each CPU second count more. Boxes whose centre falls outside the window are
     dropped, the others clipped to it. A window larger than the image is padded like ``resize_keep_ratio``.
     """
-    height, width = sample.image.shape
+    height, width = sample.image.shape[:2]
     crop_width, crop_height = size
     if len(sample.boxes) and rng.random() < target_probability:
         box = sample.boxes[rng.integers(len(sample.boxes))]
@@ -123,13 +124,14 @@ def to_model_input(image: np.ndarray, mean: tuple[float, ...] = CAFFE_BGR_MEAN,
     """Grey uint8 [H, W] -> float32 [C, H, W], C = len(mean): the grey image repeated, minus mean, divided by std.
 
     The defaults reproduce the reference (3 identical BGR channels, caffe mean, std 1, no BGR->RGB swap); a
-    1-channel model passes one mean and one std.
+    1-channel model passes one mean and one std. Frames [H, W, F] -> [F, H, W], each minus the one mean, over std.
     """
     if len(mean) != len(std):
         raise ValueError(f"mean {mean} and std {std} must have one value per channel")
     mean_array = np.asarray(mean, np.float32)[:, None, None]
     std_array = np.asarray(std, np.float32)[:, None, None]
-    return (image[None].astype(np.float32) - mean_array) / std_array
+    planes = image[None] if image.ndim == 2 else image.transpose(2, 0, 1)
+    return (planes.astype(np.float32) - mean_array) / std_array
 
 
 def boxes_to_original(boxes: np.ndarray, scale_factor: tuple[float, float]) -> np.ndarray:
