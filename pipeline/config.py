@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Callable, Literal, TypeVar
 
 import yaml
 
@@ -13,6 +13,8 @@ from pipeline.schema import build, option, require
 from pipeline.sinks.network import split_address
 from pipeline.sources import SourceConfig
 from trackers.config import TrackerConfig
+
+T = TypeVar("T")
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "pipeline" / "default.yaml"
 
@@ -148,19 +150,32 @@ def _anchor_weights(data: dict, folder: Path) -> None:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> PipelineConfig:
-    path = Path(path) if path else DEFAULT_CONFIG
+    return load_config_file(PipelineConfig, Path(path) if path else DEFAULT_CONFIG, overrides, "config",
+                            "source, detector, tracker", prepare=_anchor_weights)
+
+
+def read_yaml_file(path: Path, what: str) -> Any:
+    """The YAML in ``path``; a missing file or bad YAML is one UserError naming ``what`` and the file."""
     if not path.is_file():
-        raise UserError(f"config file not found: {path}")
+        raise UserError(f"{what} file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise UserError(f"config file {path} is not valid YAML: {err}") from None
+        raise UserError(f"{what} file {path} is not valid YAML: {err}") from None
+
+
+def load_config_file(cls: type[T], path: Path, overrides: list[str], what: str, sections: str,
+                     prepare: Callable[[dict, Path], None] | None = None) -> T:
+    """A typed config ``cls`` from a YAML file of sections, ``prepare(data, folder)`` (e.g. paths relative to the
+    file), then `key.path=value` overrides; every error names the key path and the file (run_pipeline and train.py)."""
+    data = read_yaml_file(path, what) or {}
     if not isinstance(data, dict):
-        raise UserError(f"config file {path} must hold a mapping of sections (source, detector, tracker, ...)")
-    _anchor_weights(data, path.parent)
+        raise UserError(f"{what} file {path} must hold a mapping of sections ({sections}, ...)")
+    if prepare is not None:
+        prepare(data, path.parent)
     for assignment in overrides:
         apply_override(data, assignment)
     try:
-        return build(PipelineConfig, data)
+        return build(cls, data)
     except ConfigError as err:
         raise ConfigError(err.path, f"{err.message} (in {path})") from None

@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 
-from pipeline.config import apply_override
-from pipeline.errors import ConfigError, UserError
-from pipeline.schema import build, option, require
+from pipeline.config import load_config_file, read_yaml_file
+from pipeline.errors import UserError
+from pipeline.schema import option, require
 from training.sequences import SPLIT_SUBSETS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -193,7 +192,7 @@ class TrainConfig:
     def model_config(self) -> dict[str, Any]:
         """The model config mapping (``build_detector`` validates it)."""
         path = self.model_path
-        data = _read_yaml(path, "model config")
+        data = read_yaml_file(path, "model config")
         if not isinstance(data, dict):
             raise UserError(f"model config {path} must hold a mapping (input, backbone, neck, head, ...)")
         return data
@@ -201,22 +200,4 @@ class TrainConfig:
 
 def load_train_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
     """A TrainConfig from a YAML file plus `key.path=value` overrides; errors name the key path and the file."""
-    path = Path(path)
-    data = _read_yaml(path, "train config") or {}
-    if not isinstance(data, dict):
-        raise UserError(f"train config {path} must hold a mapping of sections (data, optimizer, schedule, ...)")
-    for assignment in overrides:
-        apply_override(data, assignment)
-    try:
-        return build(TrainConfig, data)
-    except ConfigError as err:
-        raise ConfigError(err.path, f"{err.message} (in {path})") from None
-
-
-def _read_yaml(path: Path, what: str) -> Any:
-    if not path.is_file():
-        raise UserError(f"{what} file not found: {path}")
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise UserError(f"{what} {path} is not valid YAML: {err}") from None
+    return load_config_file(TrainConfig, Path(path), overrides, "train config", "data, optimizer, schedule")
