@@ -156,11 +156,6 @@ def open_sources(config: PipelineConfig) -> list[Source]:
         for source in sources:
             source.close()
         raise
-    ids = [s.stream_id for s in sources]
-    if len(set(ids)) != len(ids):
-        for source in sources:
-            source.close()
-        raise UserError(f"two streams are both named {max(ids, key=ids.count)!r}; give each an id")
     return sources
 
 

@@ -299,4 +299,3 @@ class Runner(MultiStreamRunner):
 
     def __init__(self, source: Source, detector: Detector, tracker: Tracker, sinks: Sequence[Sink], **options):
         super().__init__([Stream(source, tracker, list(sinks))], detector, **options)
-        self.source, self.tracker, self.sinks = source, tracker, self.streams[source.stream_id].sinks
