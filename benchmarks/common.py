@@ -1,9 +1,12 @@
-"""What every benchmark records next to its numbers: the machine and the package versions."""
+"""What the benchmarks share: the machine record next to their numbers, and a source replaying frames from memory."""
 from __future__ import annotations
 
 import os
 import platform
+import time
 from importlib.metadata import PackageNotFoundError, version
+
+import numpy as np
 
 
 def machine(packages: tuple[str, ...] = (), **extra) -> dict:
@@ -22,3 +25,29 @@ def machine(packages: tuple[str, ...] = (), **extra) -> dict:
             info[package] = None
     info.update(extra)
     return info
+
+
+class ReplaySource:
+    """Pre-rendered frames replayed from memory, so scene synthesis and decoding are not timed: ``total`` frames
+    (None: endlessly, in a loop), as fast as the pipeline takes them or paced at ``fps`` like a live camera."""
+
+    def __init__(self, stream_id: str, frames: list[np.ndarray], total: int | None, fps: float | None = None,
+                 ground_truth: np.ndarray | None = None):
+        self.stream_id, self.frames, self.total, self.pace, self._gt = stream_id, frames, total, fps, ground_truth
+        self.live, self.fps, self.num_frames = fps is not None, fps or 30.0, total
+
+    def __iter__(self):
+        next_at = time.monotonic()
+        index = 0
+        while self.total is None or index < self.total:
+            if self.pace:
+                next_at += 1.0 / self.pace
+                time.sleep(max(next_at - time.monotonic(), 0.0))
+            yield self.frames[index % len(self.frames)]
+            index += 1
+
+    def ground_truth(self):
+        return self._gt
+
+    def close(self):
+        pass

@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import machine  # noqa: E402
+from common import ReplaySource, machine  # noqa: E402
 from pipeline.app import run  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from simulation import SyntheticScene, SyntheticSceneConfig  # noqa: E402
@@ -36,31 +36,7 @@ from simulation import SyntheticScene, SyntheticSceneConfig  # noqa: E402
 STREAM_COUNTS = (1, 2, 4, 8)
 
 
-class ReplayStream:
-    """Pre-rendered frames replayed in a loop: as fast as taken, or paced at ``fps`` like a live camera."""
-
-    def __init__(self, stream_id: str, frames: list[np.ndarray], total: int | None, fps: float | None = None):
-        self.stream_id, self.frames, self.total, self.pace = stream_id, frames, total, fps
-        self.live, self.fps, self.num_frames = fps is not None, fps or 30.0, total
-
-    def __iter__(self):
-        next_at = time.monotonic()
-        index = 0
-        while self.total is None or index < self.total:
-            if self.pace:
-                next_at += 1.0 / self.pace
-                time.sleep(max(next_at - time.monotonic(), 0.0))
-            yield self.frames[index % len(self.frames)]
-            index += 1
-
-    def ground_truth(self):
-        return None
-
-    def close(self):
-        pass
-
-
-def pipeline_run(overrides: list[str], streams: list[ReplayStream], out: Path, seconds: float | None = None):
+def pipeline_run(overrides: list[str], streams: list[ReplaySource], out: Path, seconds: float | None = None):
     """The real pipeline over ``streams``; endless (live) ones are stopped after ``seconds``, outputs flushed."""
     limit = [f"runner.max_duration_s={seconds}"] if seconds else []
     config = load_config(None, overrides + limit + [f"outputs.dir={out}", "runner.progress=false",
@@ -76,9 +52,9 @@ def latency_ms(stats, percentile: float) -> float:
 
 def measure(count: int, batched: bool, rendered: list[list[np.ndarray]], args, base: list[str], tmp: Path) -> dict:
     overrides = base + [f"detector.batch_size={count if batched else 1}", "runner.max_wait_ms=5"]
-    replay = [ReplayStream(f"s{i}", rendered[i], args.frames) for i in range(count)]
+    replay = [ReplaySource(f"s{i}", rendered[i], args.frames) for i in range(count)]
     _, stats = pipeline_run(overrides, replay, tmp / f"replay-{count}-{batched}")
-    live = [ReplayStream(f"s{i}", rendered[i], None, fps=args.fps) for i in range(count)]
+    live = [ReplaySource(f"s{i}", rendered[i], None, fps=args.fps) for i in range(count)]
     _, paced = pipeline_run(overrides, live, tmp / f"live-{count}-{batched}", seconds=args.paced_seconds)
     offered = paced.frames + paced.dropped
     return {"aggregate_fps": round(stats.fps, 1), "replay_latency_ms_p99": latency_ms(stats, 99),
@@ -104,7 +80,7 @@ def soak(rendered: list[list[np.ndarray]], minutes: float, base: list[str], tmp:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    streams = [ReplayStream(f"s{i}", rendered[i], None) for i in range(4)]
+    streams = [ReplaySource(f"s{i}", rendered[i], None) for i in range(4)]
     _, stats = pipeline_run(base + ["detector.batch_size=4"], streams, tmp / "soak", seconds=minutes * 60)
     done.set()
     sampler.join()

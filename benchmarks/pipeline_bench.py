@@ -19,28 +19,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import machine  # noqa: E402
+from common import ReplaySource, machine  # noqa: E402
 from pipeline.app import run  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from simulation import SyntheticScene  # noqa: E402
-
-
-class ReplaySource:
-    """Pre-rendered frames replayed from memory with the scene's ground truth."""
-
-    live, fps, stream_id = False, 30.0, "synthetic"
-
-    def __init__(self, frames: list[np.ndarray], ground_truth: np.ndarray):
-        self.frames, self._gt, self.num_frames = frames, ground_truth, len(frames)
-
-    def __iter__(self):
-        return iter(self.frames)
-
-    def ground_truth(self):
-        return self._gt
-
-    def close(self):
-        pass
 
 
 def timed_run(overrides: list[str], source: ReplaySource, out: Path) -> dict:
@@ -65,7 +47,7 @@ def main() -> None:
     t0 = time.perf_counter()
     frames = [scene.frame(i) for i in range(len(scene))]
     synthesis_ms = 1e3 * (time.perf_counter() - t0) / len(frames)
-    source = ReplaySource(frames, scene.ground_truth())
+    source = ReplaySource("synthetic", frames, len(frames), ground_truth=scene.ground_truth())
 
     settings = {"null_detector": ["detector.engine='null'"],
                 "null_detector_no_video": ["detector.engine='null'", "outputs.video=false"],
