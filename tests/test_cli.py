@@ -4,14 +4,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import cv2
 import numpy as np
 import pytest
 
 from pipeline.evaluation import read_mot_file
-from tests.conftest import REPO
+from tests.conftest import REPO, sigterm_pipeline
 
 SMALL_SCENE = ["--set", "source.synthetic.width=256", "--set", "source.synthetic.height=192",
                "--set", "source.synthetic.frames=40"]
@@ -124,15 +123,9 @@ def test_sigterm_mid_run_flushes_every_processed_frame(tmp_path):
     out = tmp_path / "run"
     args = ["--out", str(out), "--set", "source.synthetic.frames=3000", "--set", "outputs.video=false",
             "--set", "source.synthetic.width=320", "--set", "source.synthetic.height=256"]
-    proc = subprocess.Popen([sys.executable, str(REPO / "run_pipeline.py"), *args], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     detections = out / "detections.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (detections.exists() and detections.read_text().count("\n") >= 60):
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    returncode, stderr = sigterm_pipeline(args, [detections], 60)
+    assert returncode == 128 + signal.SIGTERM, stderr
     assert "stopped by SIGTERM" in stderr and "Traceback" not in stderr
     summary = json.loads((out / "summary.json").read_text())
     processed = summary["frames"]

@@ -4,7 +4,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
@@ -15,7 +14,7 @@ from pipeline.runner import MultiStreamRunner, Stream
 from pipeline.sinks.files import MotTrackWriter
 from pipeline.sources.synthetic import SyntheticSource
 from simulation import SyntheticSceneConfig
-from tests.conftest import REPO
+from tests.conftest import REPO, sigterm_pipeline
 from trackers import create_tracker
 
 SIZES = {"s0": (256, 192), "s1": (320, 240), "s2": (192, 160)}
@@ -75,15 +74,9 @@ def four_stream_config(path, out, frames=3000, max_frames=None):
 def test_sigterm_with_four_streams_flushes_every_output(tmp_path):
     out = tmp_path / "run"
     config = four_stream_config(tmp_path / "four.yaml", out)
-    proc = subprocess.Popen([sys.executable, str(REPO / "run_pipeline.py"), "--config", str(config)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     files = [out / f"cam{i}" / "detections.jsonl" for i in range(4)]
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not all(f.exists() and f.read_text().count("\n") >= 30 for f in files):
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    returncode, stderr = sigterm_pipeline(["--config", str(config)], files, 30)
+    assert returncode == 128 + signal.SIGTERM, stderr
     assert "stopped by SIGTERM" in stderr and "Traceback" not in stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stopped_by"] == "SIGTERM"
