@@ -22,6 +22,7 @@ Engine contract (what the trainer's export writes; any model that follows it run
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -117,7 +118,7 @@ class OnnxRuntimeDetector:
     def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
         check_images(images, self.name)
         return detect_in_chunks(images, self.spec.batch or max(len(images), 1), self.spec.batch, self.config,
-                                str(self.weights), self._infer)
+                                self._infer)
 
     def _infer(self, frames: list[np.ndarray], padded_batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         batch, scales = self.prepare(frames, padded_batch=padded_batch)
@@ -139,6 +140,15 @@ class OnnxRuntimeDetector:
 
     def close(self) -> None:
         self.session = None
+
+
+def contract_spec(onnx: Path, config: DetectorConfig) -> InputSpec:
+    """The ONNX's input specification, after checking it follows the engine contract (the other engines read their
+    input geometry and normalisation from the same file this way)."""
+    reference = OnnxRuntimeDetector(onnx, replace(config, engine="onnxruntime", weights=str(onnx)))
+    spec = reference.spec
+    reference.close()
+    return spec
 
 
 def _fixed(dim) -> int | None:

@@ -60,17 +60,16 @@ def check_raw_outputs(boxes: np.ndarray, scores: np.ndarray, batch: int, model: 
                         "its export is broken (check it with the trainer's evaluate command)")
 
 
-def detect_in_chunks(images: Sequence[np.ndarray], chunk: int, padded_batch: int | None, config, weights: str,
+def detect_in_chunks(images: Sequence[np.ndarray], chunk: int, padded_batch: int | None, config,
                      infer: Callable[[list[np.ndarray], int], tuple[np.ndarray, np.ndarray, np.ndarray]]
                      ) -> list[Detections]:
     """The model engines' ``detect``: ``images`` in chunks of ``chunk`` frames, each run by ``infer(frames,
-    padded_batch or len(frames))`` -> raw boxes, scores and per-frame scales, checked, then turned into each
-    frame's detections with ``config``'s score threshold, NMS IoU and detection limit."""
+    padded_batch or len(frames))`` -> raw boxes, scores (checked by the engine) and per-frame scales, then turned
+    into each frame's detections with ``config``'s score threshold, NMS IoU and detection limit."""
     results = []
     for start in range(0, len(images), chunk):
         frames = list(images[start:start + chunk])
         boxes, scores, scales = infer(frames, padded_batch or len(frames))
-        check_raw_outputs(boxes, scores, boxes.shape[0], weights)
         results += [frame_detections(boxes[i], scores[i], scales[i], frame.shape, config.score_threshold,
                                      config.nms_iou, config.max_detections) for i, frame in enumerate(frames)]
     return results

@@ -28,6 +28,7 @@ from engines.engine_cache import PlanCache, PlanKey, PlanRecord, Profile, file_s
     write_record
 from engines.frames import check_images
 from engines.model_files import ModelFiles
+from engines.onnxruntime_backend import contract_spec
 from engines.postprocess import check_raw_outputs, detect_in_chunks
 from engines.preprocess import InputSpec, prepare_numpy, prepare_torch
 from pipeline.errors import UserError
@@ -273,16 +274,6 @@ def _torch_dtype(torch, dtype: np.dtype):
 # ---------------------------------------------------------------------------------------------------------------
 # Building plans
 
-def contract_spec(onnx: Path, config: DetectorConfig) -> InputSpec:
-    """The ONNX's input specification, after checking it follows the engine contract (in ONNX Runtime)."""
-    from engines.onnxruntime_backend import OnnxRuntimeDetector
-
-    reference = OnnxRuntimeDetector(onnx, replace(config, engine="onnxruntime", weights=str(onnx)))
-    spec = reference.spec
-    reference.close()
-    return spec
-
-
 def ensure_plan(onnx: Path, config: DetectorConfig, buffers, *, calibration: Sequence[np.ndarray] | None = None,
                 rebuild: bool = False) -> PlanRecord:
     """The cached plan for ``onnx`` under ``config`` (detector.batch_size and detector.tensorrt), built now when
@@ -488,7 +479,7 @@ class TensorRTDetector:
     def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
         check_images(images, self.name)
         return detect_in_chunks(images, self.spec.batch or self.profile.max[0], self.spec.batch, self.config,
-                                str(self.record.plan), self.infer)
+                                self.infer)
 
     def infer(self, frames: list[np.ndarray], padded_batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw outputs boxes [padded_batch, K, 4] and scores [padded_batch, K] on the host, and the frames'

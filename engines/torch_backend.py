@@ -23,7 +23,7 @@ from torch import nn
 from engines.config import DetectorConfig
 from engines.frames import check_images
 from engines.model_files import ModelFiles
-from engines.postprocess import detect_in_chunks
+from engines.postprocess import check_raw_outputs, detect_in_chunks
 from engines.preprocess import InputSpec, prepare_torch
 from models.detector import Detector, build_detector
 from models.postprocess import decode_candidates
@@ -77,7 +77,7 @@ class TorchDetector:
     def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
         check_images(images, self.name)
         return detect_in_chunks(images, self.spec.batch or max(len(images), 1), self.spec.batch, self.config,
-                                str(self.weights), self.infer)
+                                self.infer)
 
     def infer(self, frames: list[np.ndarray], padded_batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw outputs boxes [padded_batch, K, 4] and scores [padded_batch, K] on the host, and the frames'
@@ -96,7 +96,9 @@ class TorchDetector:
                 batch, scales = prepare_torch(frames, self.spec, padded_batch, self.device, self.dtype,
                                               out=self._empty_input(key))
                 boxes, scores = self.network(batch)
-            return boxes.cpu().numpy(), scores.cpu().numpy(), scales
+            boxes, scores = boxes.cpu().numpy(), scores.cpu().numpy()
+        check_raw_outputs(boxes, scores, padded_batch, str(self.weights))
+        return boxes, scores, scales
 
     def _empty_input(self, key: tuple[int, int, int]) -> torch.Tensor:
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
@@ -110,16 +112,13 @@ class TorchDetector:
 
 def read_model_config(path: Path | None, weights: Path) -> dict:
     """The model config mapping (the `model:` section, models/config.py) from a YAML file."""
-    import yaml
+    from pipeline.config import read_yaml_file
 
     if path is None:
         raise UserError(f"detector weights {weights}: engine 'torch' needs the model config beside the state dict "
                         f"({weights.with_suffix('.yaml').name}, or model.yaml in a released model folder); see "
                         "engines/model_files.py")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise UserError(f"model config {path}: cannot read it as YAML ({err})") from None
+    data = read_yaml_file(path, "model config")
     if not isinstance(data, dict):
         raise UserError(f"model config {path} must hold the `model:` mapping (input, backbone, neck, head, ...)")
     return data
@@ -129,12 +128,9 @@ def input_spec(onnx: Path | None, normalization: dict, config: DetectorConfig) -
     """The ONNX's input geometry and normalisation when the model has one (module docs), else a dynamic input
     normalised as the torch model says."""
     if onnx is not None and onnx.is_file():
-        from engines.onnxruntime_backend import OnnxRuntimeDetector
+        from engines.onnxruntime_backend import contract_spec
 
-        reference = OnnxRuntimeDetector(onnx, config)
-        spec = reference.spec
-        reference.close()
-        return spec
+        return contract_spec(onnx, config)
     return InputSpec(None, None, None, float(normalization["mean"]), float(normalization["std"]),
                      float(normalization["input_scale"]), int(normalization["size_divisor"]))
 
