@@ -204,15 +204,16 @@ class Trainer:
             terms = self.model.loss(self.model(self.model.normalize(images)),
                                     batch_targets(batch, self.device))
         total = sum(terms.values())
-        values = {f"loss_{key}": term.item() for key, term in terms.items()}
-        if not math.isfinite(total.item()):
-            raise UserError(f"the training loss became {total.item()} at iteration {self.iteration} ({values}); "
+        *term_values, total_value = torch.stack([*terms.values(), total]).detach().float().tolist()  # one sync
+        values = {f"loss_{key}": value for key, value in zip(terms, term_values)}
+        if not math.isfinite(total_value):
+            raise UserError(f"the training loss became {total_value} at iteration {self.iteration} ({values}); "
                             f"training diverged: resume from {self.run_dir / 'last.pt'} with a lower optimizer.lr")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return {"loss": total.item(), **values, "lr": lr,
+        return {"loss": total_value, **values, "lr": lr,
                 "step_size": lr * self.optimizer.param_groups[0]["d"]}
 
     # ------------------------------------------------------------------------------------------- epoch ends
