@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -27,6 +26,7 @@ from common import machine  # noqa: E402
 from engines import DetectorConfig  # noqa: E402
 from engines.model_files import ModelFiles  # noqa: E402
 from engines.onnxruntime_backend import OnnxRuntimeDetector  # noqa: E402
+from pipeline.config import read_yaml_file  # noqa: E402
 from pipeline.progress import ProgressLine  # noqa: E402
 from pipeline.types import Detections  # noqa: E402
 from training.densesirst import DenseSirst  # noqa: E402
@@ -43,7 +43,7 @@ def resize_settings(weights: Path, input_size: list[int] | None, resize: str | N
     folder = weights if weights.is_dir() else weights.parent
     data = {}
     if (folder / "train_config.yaml").is_file():
-        data = yaml.safe_load((folder / "train_config.yaml").read_text()).get("data", {})
+        data = read_yaml_file(folder / "train_config.yaml", "train config").get("data", {})
     size = input_size or data.get("input_size") or [512, 512]
     return (int(size[0]), int(size[1])), resize or data.get("resize") or "stretch"
 
