@@ -33,7 +33,7 @@ def file_sha256(path: Path) -> str:
 
 @dataclass(frozen=True)
 class Profile:
-    """The optimisation profile of the input 'images': min, opt and max shapes [N, 1, H, W]."""
+    """The optimisation profile of the input 'images': min, opt and max shapes [N, F, H, W]."""
 
     min: tuple[int, int, int, int]
     opt: tuple[int, int, int, int]

@@ -107,8 +107,9 @@ def constant_values(graph) -> dict[str, np.ndarray]:
 
 
 def count_macs(path: str | Path, height: int, width: int) -> dict[str, int]:
-    """Multiply-accumulates per frame of Conv, ConvTranspose, MatMul and Gemm nodes for one [1, 1, height, width]
-    input, by operator and in 'total'; FLOPs are twice that.
+    """Multiply-accumulates per frame of Conv, ConvTranspose, MatMul and Gemm nodes for one [1, F, height, width]
+    input (F: the input's fixed dimension 1, the frames of a multi-frame model; else 1), by operator and in
+    'total'; FLOPs are twice that.
 
     Shapes come from onnx shape inference (with data propagation); the few it cannot resolve (e.g. behind
     data-dependent reshapes) are read from one ONNX Runtime run at batch 1 with those tensors as extra outputs.
@@ -116,7 +117,9 @@ def count_macs(path: str | Path, height: int, width: int) -> dict[str, int]:
     from onnx import shape_inference
 
     model = load_onnx(path)
-    for dim, value in zip(model.graph.input[0].type.tensor_type.shape.dim, (1, 1, height, width)):
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    shape = (1, dims[1].dim_value or 1, height, width)
+    for dim, value in zip(dims, shape):
         dim.ClearField("dim_param")
         dim.dim_value = value
     inferred = shape_inference.infer_shapes(model, data_prop=True)
@@ -128,7 +131,7 @@ def count_macs(path: str | Path, height: int, width: int) -> dict[str, int]:
     needed = {name for n in nodes for name in (*n.input[:2], n.output[0])}
     unknown = sorted(name for name in needed if shapes.get(name) is None or None in shapes[name])
     if unknown:
-        shapes.update(_run_shapes(model, unknown, height, width))
+        shapes.update(_run_shapes(model, unknown, shape))
     macs = Counter()
     for node in nodes:
         macs[node.op_type] += node_macs(node, shapes)
@@ -153,8 +156,8 @@ def node_macs(node, shapes: dict[str, list[int]]) -> int:
     return int(np.prod(shapes[node.output[0]])) * int(a[0] if trans_a else a[1])
 
 
-def _run_shapes(model, names: list[str], height: int, width: int) -> dict[str, list[int]]:
-    """Actual shapes of the tensors ``names`` in one ONNX Runtime run of ``model`` on a zero [1, 1, H, W] input."""
+def _run_shapes(model, names: list[str], shape: tuple[int, ...]) -> dict[str, list[int]]:
+    """Actual shapes of the tensors ``names`` in one ONNX Runtime run of ``model`` on a zero input of ``shape``."""
     import onnx
     import onnxruntime
 
@@ -165,5 +168,5 @@ def _run_shapes(model, names: list[str], height: int, width: int) -> dict[str, l
     options.intra_op_num_threads = 1
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor
     session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    values = session.run(names, {model.graph.input[0].name: np.zeros((1, 1, height, width), np.float32)})
+    values = session.run(names, {model.graph.input[0].name: np.zeros(shape, np.float32)})
     return {name: list(value.shape) for name, value in zip(names, values)}

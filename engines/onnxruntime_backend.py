@@ -1,7 +1,8 @@
 """ONNX Runtime engine: runs, on the CPU, any ONNX model that follows the engine contract.
 
 Engine contract (what the trainer's export writes; any model that follows it runs here, and later on TensorRT):
-- Input ``images``: float32 [N, 1, H, W]. Each of N, H, W is either a fixed number or dynamic (symbolic).
+- Input ``images``: float32 [N, F, H, W]. Each of N, H, W is either a fixed number or dynamic (symbolic); F, the
+  frames per input, is metadata ``frames`` (absent: 1) and dimension 1 is F or dynamic.
 - Outputs ``boxes``: float32 [N, K, 4], x1, y1, x2, y2 in the network input's pixels, and ``scores``: float32
   [N, K] confidences in [0, 1], after an in-graph top-K (unused slots score 0). No NMS in the graph:
   the host runs it (engines/postprocess.py) with ``detector.score_threshold``, ``nms_iou`` and ``max_detections``.
@@ -18,6 +19,10 @@ Engine contract (what the trainer's export writes; any model that follows it run
   frame's pixels (pixel (r, c) covers [c, c+1) x [r, r+1)); boxes centred in the padding are dropped, the rest
   clipped to the frame.
 - Batch: a dynamic N runs the whole batch in one call; a fixed N runs chunks of N, the last padded with zeros.
+- Multi-frame models (F > 1, models/export.py): each batch item is one stream's frames t-F+1 .. t as channels, oldest
+  first, the key frame t last; detections refer to the key frame. The engine keeps each stream's last F - 1 frames
+  (engines/frames.py FrameHistory) and pre-processes all F like one frame, so they share one geometry; callers
+  name each frame's stream (engines/base.py MultiFrameDetector).
 """
 from __future__ import annotations
 
@@ -29,16 +34,17 @@ from typing import Sequence
 import numpy as np
 
 from engines.config import DetectorConfig
-from engines.frames import check_images
+from engines.frames import FrameHistory, check_images
 from engines.model_files import ModelFiles
 from engines.postprocess import check_raw_outputs, detect_in_chunks
 from engines.preprocess import InputSpec, prepare_numpy
 from pipeline.errors import UserError
 from pipeline.types import Detections
 
-CONTRACT = ("input 'images' float32 [N, 1, H, W]; outputs 'boxes' float32 [N, K, 4] (x1, y1, x2, y2 in input "
-            "pixels) and 'scores' float32 [N, K] (see engines/onnxruntime_backend.py)")
-METADATA_DEFAULTS = {"mean": 0.0, "std": 1.0, "input_scale": 1.0, "size_divisor": 32}
+CONTRACT = ("input 'images' float32 [N, F, H, W] (F: metadata 'frames', absent 1); outputs 'boxes' float32 "
+            "[N, K, 4] (x1, y1, x2, y2 in input pixels) and 'scores' float32 [N, K] (see "
+            "engines/onnxruntime_backend.py)")
+METADATA_DEFAULTS = {"mean": 0.0, "std": 1.0, "input_scale": 1.0, "size_divisor": 32, "frames": 1}
 
 
 class OnnxRuntimeDetector:
@@ -67,11 +73,13 @@ class OnnxRuntimeDetector:
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise UserError(f"detector weights {self.weights}: not an ONNX model ONNX Runtime can load ({reason}); "
                             "give an .onnx file exported by the trainer") from None
-        self._check_contract()
-        batch, _, height, width = (_fixed(dim) for dim in self.session.get_inputs()[0].shape)
         metadata = self.session.get_modelmeta().custom_metadata_map
-        mean, std, input_scale, size_divisor = (self._metadata_number(metadata, k) for k in METADATA_DEFAULTS)
-        self.spec = InputSpec(batch, height, width, mean, std, input_scale, int(size_divisor))
+        mean, std, input_scale, size_divisor, frames = (self._metadata_number(metadata, k) for k in METADATA_DEFAULTS)
+        self._check_contract(int(frames))
+        batch, _, height, width = (_fixed(dim) for dim in self.session.get_inputs()[0].shape)
+        self.spec = InputSpec(batch, height, width, mean, std, input_scale, int(size_divisor), int(frames))
+        self.frames = self.spec.frames
+        self.history = FrameHistory(self.frames)
 
     @property
     def fixed_size(self) -> tuple[int | None, int | None]:
@@ -82,14 +90,15 @@ class OnnxRuntimeDetector:
         return UserError(f"detector weights {self.weights} do not follow the engine contract: {problem}; "
                          f"expected {CONTRACT}")
 
-    def _check_contract(self) -> None:
+    def _check_contract(self, frames: int) -> None:
         inputs, outputs = self.session.get_inputs(), {o.name: o for o in self.session.get_outputs()}
         if [i.name for i in inputs] != ["images"]:
             listed = ", ".join(f"'{i.name}' {i.shape}" for i in inputs)
             raise self._fail(f"the model's inputs are {listed}, not exactly one named 'images'")
         images = inputs[0]
-        if images.type != "tensor(float)" or len(images.shape) != 4 or _fixed(images.shape[1]) not in (None, 1):
-            raise self._fail(f"input 'images' is {images.type} {images.shape}")
+        if images.type != "tensor(float)" or len(images.shape) != 4 or _fixed(images.shape[1]) not in (None, frames):
+            raise self._fail(f"input 'images' is {images.type} {images.shape}, for {frames} frames per input by its "
+                             "metadata 'frames' (absent: 1)")
         missing = [name for name in ("boxes", "scores") if name not in outputs]
         if missing:
             raise self._fail(f"no output named {' or '.join(repr(m) for m in missing)} (outputs: "
@@ -108,25 +117,31 @@ class OnnxRuntimeDetector:
             value = float(text)
         except ValueError:
             value = math.nan
+        whole = math.isfinite(value) and value >= 1 and value == int(value)
         valid = math.isfinite(value) and {"mean": True, "std": value > 0, "input_scale": value > 0,
-                                          "size_divisor": value >= 1 and value == int(value)}[key]
+                                          "size_divisor": whole, "frames": whole}[key]
         if not valid:
             raise UserError(f"detector weights {self.weights}: metadata '{key}' = {text!r} is not valid (mean: a "
-                            "number; std and input_scale: a number > 0; size_divisor: a whole number >= 1)")
+                            "number; std and input_scale: a number > 0; size_divisor and frames: a whole number "
+                            ">= 1)")
         return value
 
-    def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
+    def detect(self, images: Sequence[np.ndarray], streams: Sequence[str] | None = None,
+               restarts: Sequence[int] | None = None) -> list[Detections]:
+        """Detections of each frame; ``streams`` and ``restarts`` matter to multi-frame models only
+        (engines/base.py MultiFrameDetector)."""
         check_images(images, self.name)
-        return detect_in_chunks(images, self.spec.batch or max(len(images), 1), self.spec.batch, self.config,
-                                self._infer)
+        return detect_in_chunks(self.history.stacks(images, streams, restarts), self.spec.batch or max(len(images), 1),
+                                self.spec.batch, self.config, self._infer)
 
     def _infer(self, frames: list[np.ndarray], padded_batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         batch, scales = self.prepare(frames, padded_batch=padded_batch)
         return *self._run(batch), scales
 
     def prepare(self, frames: list[np.ndarray], padded_batch: int) -> tuple[np.ndarray, np.ndarray]:
-        """The network input float32 [padded_batch, 1, H, W] for ``frames`` and, per frame, the (x, y) factors
-        float64 [len(frames), 2] that take network-input pixels back to frame pixels (module docs)."""
+        """The network input float32 [padded_batch, F, H, W] for ``frames`` (frames [H, W], or stacks [F, H, W] of
+        a multi-frame model) and, per item, the (x, y) factors float64 [len(frames), 2] that take network-input
+        pixels back to frame pixels (module docs)."""
         return prepare_numpy(frames, self.spec, padded_batch)
 
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -63,15 +63,16 @@ def check_raw_outputs(boxes: np.ndarray, scores: np.ndarray, batch: int, model: 
 def detect_in_chunks(images: Sequence[np.ndarray], chunk: int, padded_batch: int | None, config,
                      infer: Callable[[list[np.ndarray], int], tuple[np.ndarray, np.ndarray, np.ndarray]]
                      ) -> list[Detections]:
-    """The model engines' ``detect``: ``images`` in chunks of ``chunk`` frames, each run by ``infer(frames,
-    padded_batch or len(frames))`` -> raw boxes, scores (checked by the engine) and per-frame scales, then turned
-    into each frame's detections with ``config``'s score threshold, NMS IoU and detection limit."""
+    """The model engines' ``detect``: ``images`` (frames [H, W], or a multi-frame model's stacks [F, H, W] from
+    engines/frames.py) in chunks of ``chunk``, each run by ``infer(items, padded_batch or len(items))`` -> raw
+    boxes, scores (checked by the engine) and per-item scales, then turned into each key frame's detections with
+    ``config``'s score threshold, NMS IoU and detection limit."""
     results = []
     for start in range(0, len(images), chunk):
-        frames = list(images[start:start + chunk])
-        boxes, scores, scales = infer(frames, padded_batch or len(frames))
-        results += [frame_detections(boxes[i], scores[i], scales[i], frame.shape, config.score_threshold,
-                                     config.nms_iou, config.max_detections) for i, frame in enumerate(frames)]
+        items = list(images[start:start + chunk])
+        boxes, scores, scales = infer(items, padded_batch or len(items))
+        results += [frame_detections(boxes[i], scores[i], scales[i], item.shape[-2:], config.score_threshold,
+                                     config.nms_iou, config.max_detections) for i, item in enumerate(items)]
     return results
 
 

@@ -1,5 +1,7 @@
 """Pre-processing of the engine contract (engines/onnxruntime_backend.py): grey uint8 / uint16 frames -> the
-normalised float network input [N, 1, H, W], batched, on the host (numpy) or on the backend's device (torch).
+normalised float network input [N, F, H, W], batched, on the host (numpy) or on the backend's device (torch). Each
+batch item is one frame [H, W] (F = 1) or one stream's stack of frames [F, H, W] (engines/frames.py FrameHistory),
+whose frames share one size, so every channel is resized, normalised and padded alike.
 
 Both paths share one geometry (``InputSpec.layout``): per axis, a fixed input size is reached by resizing (bilinear,
 pixel centres aligned: cv2.INTER_LINEAR on the host, torch's bilinear with align_corners=False on the device, the
@@ -33,8 +35,8 @@ class BatchLayout:
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What the network input looks like: fixed or dynamic (None) batch, height and width, and the scalar
-    normalisation x = (pixel / full_scale * input_scale - mean) / std."""
+    """What the network input looks like: fixed or dynamic (None) batch, height and width, the scalar
+    normalisation x = (pixel / full_scale * input_scale - mean) / std, and the frames per input (channels) F."""
 
     batch: int | None
     height: int | None
@@ -43,6 +45,7 @@ class InputSpec:
     std: float = 1.0
     input_scale: float = 1.0
     size_divisor: int = 32
+    frames: int = 1
 
     def layout(self, shapes: Sequence[tuple[int, int]]) -> BatchLayout:
         sizes = [(self.height or h, self.width or w) for h, w in shapes]
@@ -57,15 +60,17 @@ class InputSpec:
 
 
 def prepare_numpy(frames: Sequence[np.ndarray], spec: InputSpec, padded_batch: int) -> tuple[np.ndarray, np.ndarray]:
-    """The network input float32 [padded_batch, 1, H, W] and the per-frame scales [len(frames), 2], on the host."""
-    layout = spec.layout([f.shape for f in frames])
-    batch = np.zeros((padded_batch, 1, layout.height, layout.width), np.float32)
-    for index, (frame, (h, w)) in enumerate(zip(frames, layout.sizes)):
-        pixels = frame.astype(np.float32)
-        if (h, w) != frame.shape:
-            pixels = cv2.resize(pixels, (w, h), interpolation=cv2.INTER_LINEAR)
-        gain, offset = spec.gain_offset(frame.dtype)
-        batch[index, 0, :h, :w] = pixels * gain + offset
+    """The network input float32 [padded_batch, F, H, W] and the per-item scales [len(frames), 2], on the host;
+    ``frames``: per batch item a frame [H, W] or a stack [F, H, W] (module docs)."""
+    layout = spec.layout([f.shape[-2:] for f in frames])
+    batch = np.zeros((padded_batch, spec.frames, layout.height, layout.width), np.float32)
+    for index, (item, (h, w)) in enumerate(zip(frames, layout.sizes)):
+        gain, offset = spec.gain_offset(item.dtype)
+        for channel, frame in enumerate(_as_stack(item, spec)):
+            pixels = frame.astype(np.float32)
+            if (h, w) != frame.shape:
+                pixels = cv2.resize(pixels, (w, h), interpolation=cv2.INTER_LINEAR)
+            batch[index, channel, :h, :w] = pixels * gain + offset
     return batch, layout.scales
 
 
@@ -77,8 +82,8 @@ def prepare_torch(frames: Sequence[np.ndarray], spec: InputSpec, padded_batch: i
     import torch
     import torch.nn.functional as F
 
-    layout = spec.layout([f.shape for f in frames])
-    shape = (padded_batch, 1, layout.height, layout.width)
+    layout = spec.layout([f.shape[-2:] for f in frames])
+    shape = (padded_batch, spec.frames, layout.height, layout.width)
     batch = out if out is not None else torch.empty(shape, dtype=dtype, device=device)
     if tuple(batch.shape) != shape:
         raise ValueError(f"prepare_torch: out has shape {tuple(batch.shape)}, the batch needs {shape}")
@@ -89,7 +94,7 @@ def prepare_torch(frames: Sequence[np.ndarray], spec: InputSpec, padded_batch: i
     pinned = device.type == "cuda"
     for indices in groups.values():
         first = frames[indices[0]]
-        host = torch.from_numpy(np.stack([np.ascontiguousarray(frames[i]) for i in indices]))
+        host = torch.from_numpy(np.stack([np.ascontiguousarray(_as_stack(frames[i], spec)) for i in indices]))
         if first.dtype == np.uint16:
             host = host.view(torch.int16)  # copied as raw bits; torch's uint16 has few device kernels
         if pinned:
@@ -97,13 +102,20 @@ def prepare_torch(frames: Sequence[np.ndarray], spec: InputSpec, padded_batch: i
         pixels = host.to(device, non_blocking=pinned)
         pixels = (pixels.to(torch.int32) & 0xFFFF if first.dtype == np.uint16 else pixels).to(torch.float32)
         h, w = layout.sizes[indices[0]]
-        pixels = pixels[:, None]
-        if (h, w) != first.shape:
+        if (h, w) != first.shape[-2:]:
             pixels = F.interpolate(pixels, size=(h, w), mode="bilinear", align_corners=False, antialias=False)
         gain, offset = spec.gain_offset(first.dtype)
         target = torch.as_tensor(indices, device=device)
         batch[target, :, :h, :w] = (pixels * gain + offset).to(dtype)
     return batch, layout.scales
+
+
+def _as_stack(item: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """A batch item as its frames [F, H, W] (a view)."""
+    stack = item.reshape(-1, *item.shape[-2:])
+    if stack.shape[0] != spec.frames:
+        raise ValueError(f"a batch item of shape {item.shape} for a model input of {spec.frames} frames")
+    return stack
 
 
 def _round_up(value: int, multiple: int) -> int:

@@ -8,7 +8,9 @@ Versions: TensorRT 10 and 11, imported only here. Precision (``detector.tensorrt
   ONNX that already holds Q/DQ nodes (explicit quantisation, e.g. NVIDIA ModelOpt);
 - an ONNX that is already fp16 or quantised is built strongly typed on both.
 Optimisation profile: batch 1 .. ``max_batch`` tuned for ``detector.batch_size`` (a fixed batch stays fixed);
-dynamic height / width from ``size_divisor`` up to ``input_size`` (default 512 x 640).
+frames per input fixed at the model's F (1, or k + 1 for a multi-frame model, whose streams' previous frames the
+engine keeps: engines/frames.py FrameHistory); dynamic height / width from ``size_divisor`` up to ``input_size``
+(default 512 x 640).
 
 Device buffers are torch CUDA tensors (pre-processing runs on the GPU, engines/preprocess.py) or, without torch,
 cuda-bindings allocations fed by host pre-processing; pycuda is not used (no wheels, needs a CUDA toolkit).
@@ -26,7 +28,7 @@ import numpy as np
 from engines.config import DetectorConfig, TensorRTConfig
 from engines.engine_cache import PlanCache, PlanKey, PlanRecord, Profile, file_sha256, mismatch, read_record, \
     write_record
-from engines.frames import check_images
+from engines.frames import FrameHistory, check_images
 from engines.model_files import ModelFiles
 from engines.onnxruntime_backend import contract_spec
 from engines.postprocess import check_raw_outputs, detect_in_chunks
@@ -98,7 +100,7 @@ def plan_profile(spec: InputSpec, options: TensorRTConfig, batch_size: int) -> P
         largest = spec.layout([tuple(options.input_size)])
         low = (spec.height or spec.size_divisor, spec.width or spec.size_divisor)
         sizes = [low, (largest.height, largest.width), (largest.height, largest.width)]
-    return Profile(*((n, 1, h, w) for n, (h, w) in zip(batches, sizes)))
+    return Profile(*((n, spec.frames, h, w) for n, (h, w) in zip(batches, sizes)))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -378,12 +380,13 @@ def read_calibration_frames(options: TensorRTConfig) -> list[np.ndarray]:
 def calibration_batches(frames: Sequence[np.ndarray], spec: InputSpec,
                         shape: tuple[int, int, int, int]) -> Iterator[np.ndarray]:
     """Network inputs of ``shape`` for calibration: the frames resized to its size and normalised as at run time
-    (calibration needs the distribution of the activations, which resizing keeps); a last partial batch is left
-    out."""
+    (calibration needs the distribution of the activations, which resizing keeps), a multi-frame model's stacked
+    as one stream's; a last partial batch is left out."""
     batch, _, height, width = shape
     fixed = replace(spec, batch=batch, height=height, width=width)
-    for start in range(0, len(frames) - batch + 1, batch):
-        yield prepare_numpy(frames[start:start + batch], fixed, batch)[0]
+    items = FrameHistory(spec.frames).stacks(frames)
+    for start in range(0, len(items) - batch + 1, batch):
+        yield prepare_numpy(items[start:start + batch], fixed, batch)[0]
 
 
 def make_entropy_calibrator(trt, batches: Iterator[np.ndarray], batch_size: int, buffers, cache: Path):
@@ -454,6 +457,8 @@ class TensorRTDetector:
         self.dtypes = {name: np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))) for name in (INPUT, *OUTPUTS)}
         self.context = self.engine.create_execution_context()
         self.spec, self.profile = record.spec, record.key.profile
+        self.frames = self.spec.frames
+        self.history = FrameHistory(self.frames)
 
     def _given_plan(self, trt, plan: Path) -> PlanRecord:
         """The record of a plan named by the user, rebuilt (from its ONNX, into the cache) when it was built for
@@ -476,16 +481,20 @@ class TensorRTDetector:
         raise UserError(f"TensorRT plan {plan} was {reason}, and its ONNX ({record.onnx}) is not there to rebuild "
                         "it from; rebuild it on this machine with: python train.py build-engine --onnx MODEL.onnx")
 
-    def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
+    def detect(self, images: Sequence[np.ndarray], streams: Sequence[str] | None = None,
+               restarts: Sequence[int] | None = None) -> list[Detections]:
+        """Detections of each frame; ``streams`` and ``restarts`` matter to multi-frame models only
+        (engines/base.py MultiFrameDetector)."""
         check_images(images, self.name)
-        return detect_in_chunks(images, self.spec.batch or self.profile.max[0], self.spec.batch, self.config,
-                                self.infer)
+        return detect_in_chunks(self.history.stacks(images, streams, restarts),
+                                self.spec.batch or self.profile.max[0], self.spec.batch, self.config, self.infer)
 
     def infer(self, frames: list[np.ndarray], padded_batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw outputs boxes [padded_batch, K, 4] and scores [padded_batch, K] on the host, and the frames'
-        scales: pre-processing, inference and the copies all on one CUDA stream."""
-        layout = self.spec.layout([f.shape for f in frames])
-        shape = (padded_batch, 1, layout.height, layout.width)
+        scales: pre-processing, inference and the copies all on one CUDA stream; ``frames``: frames [H, W] or a
+        multi-frame model's stacks [F, H, W]."""
+        layout = self.spec.layout([f.shape[-2:] for f in frames])
+        shape = (padded_batch, self.spec.frames, layout.height, layout.width)
         if not self.profile.contains(shape):
             raise UserError(f"a batch of shape {list(shape)} is outside the TensorRT plan's profile (min "
                             f"{list(self.profile.min)}, max {list(self.profile.max)}); for larger frames raise "

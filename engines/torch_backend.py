@@ -4,6 +4,8 @@ What it needs (engines/model_files.py): the state dict (``model.pt``, or a train
 that builds the module (``model.yaml`` beside it; a train.py checkpoint carries its own). When the model's ONNX sits
 beside them, its input geometry (fixed or dynamic batch / height / width) and normalisation are used, so the torch
 and ONNX engines run the same network input; without one the input is dynamic and normalised as the model says.
+A multi-frame model (input.previous_frames > 0) keeps each stream's previous frames like every model engine
+(engines/frames.py FrameHistory; engines/base.py MultiFrameDetector).
 
 On CUDA the network runs in fp16 (``detector.torch.precision``), channels-last, and through one captured CUDA graph
 per input shape; frames are pre-processed on the GPU (engines/preprocess.py). The box decoding (in-graph top-K of the
@@ -21,7 +23,7 @@ import torch
 from torch import nn
 
 from engines.config import DetectorConfig
-from engines.frames import check_images
+from engines.frames import FrameHistory, check_images
 from engines.model_files import ModelFiles
 from engines.postprocess import check_raw_outputs, detect_in_chunks
 from engines.preprocess import InputSpec, prepare_torch
@@ -67,22 +69,27 @@ class TorchDetector:
         self.use_graphs = on_cuda and options.cuda_graphs
         if not on_cuda and options.threads:
             torch.set_num_threads(options.threads)
-        self.spec = input_spec(files.onnx, detector.input_normalization, self.config)
+        self.spec = input_spec(files.onnx, detector, self.config)
+        self.frames = self.spec.frames
+        self.history = FrameHistory(self.frames)
         self.network = DecodedDetector(detector).to(self.device).eval()
         self.network.detector.to(self.dtype)
         if self.channels_last:
             self.network.to(memory_format=torch.channels_last)
         self._graphs: OrderedDict[tuple[int, int, int], CapturedRun] = OrderedDict()
 
-    def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
+    def detect(self, images: Sequence[np.ndarray], streams: Sequence[str] | None = None,
+               restarts: Sequence[int] | None = None) -> list[Detections]:
+        """Detections of each frame; ``streams`` and ``restarts`` matter to multi-frame models only
+        (engines/base.py MultiFrameDetector)."""
         check_images(images, self.name)
-        return detect_in_chunks(images, self.spec.batch or max(len(images), 1), self.spec.batch, self.config,
-                                self.infer)
+        return detect_in_chunks(self.history.stacks(images, streams, restarts), self.spec.batch or max(len(images), 1),
+                                self.spec.batch, self.config, self.infer)
 
     def infer(self, frames: list[np.ndarray], padded_batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Raw outputs boxes [padded_batch, K, 4] and scores [padded_batch, K] on the host, and the frames'
-        scales (pre-processing on the device)."""
-        layout = self.spec.layout([f.shape for f in frames])
+        """Raw outputs boxes [padded_batch, K, 4] and scores [padded_batch, K] on the host, and the items'
+        scales (pre-processing on the device); ``frames``: frames [H, W] or a multi-frame model's stacks."""
+        layout = self.spec.layout([f.shape[-2:] for f in frames])
         key = (padded_batch, layout.height, layout.width)
         with torch.inference_mode():
             if self.use_graphs:
@@ -102,7 +109,7 @@ class TorchDetector:
 
     def _empty_input(self, key: tuple[int, int, int]) -> torch.Tensor:
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        return torch.empty((key[0], 1, key[1], key[2]), dtype=self.dtype, device=self.device,
+        return torch.empty((key[0], self.spec.frames, key[1], key[2]), dtype=self.dtype, device=self.device,
                            memory_format=memory_format)
 
     def close(self) -> None:
@@ -124,19 +131,25 @@ def read_model_config(path: Path | None, weights: Path) -> dict:
     return data
 
 
-def input_spec(onnx: Path | None, normalization: dict, config: DetectorConfig) -> InputSpec:
+def input_spec(onnx: Path | None, detector: Detector, config: DetectorConfig) -> InputSpec:
     """The ONNX's input geometry and normalisation when the model has one (module docs), else a dynamic input
-    normalised as the torch model says."""
+    normalised as the torch model says; UserError when the two files disagree on the frames per input."""
     if onnx is not None and onnx.is_file():
         from engines.onnxruntime_backend import contract_spec
 
-        return contract_spec(onnx, config)
+        spec = contract_spec(onnx, config)
+        if spec.frames != detector.frames:
+            raise UserError(f"{onnx} takes {spec.frames} frames per input, but the torch model beside it takes "
+                            f"{detector.frames} (model input.previous_frames {detector.frames - 1}): the files are "
+                            "from different models; export the ONNX again from this model")
+        return spec
+    normalization = detector.input_normalization
     return InputSpec(None, None, None, float(normalization["mean"]), float(normalization["std"]),
-                     float(normalization["input_scale"]), int(normalization["size_divisor"]))
+                     float(normalization["input_scale"]), int(normalization["size_divisor"]), detector.frames)
 
 
 class DecodedDetector(nn.Module):
-    """images [N, 1, H, W] (the network's dtype) -> boxes [N, K, 4], scores [N, K] in fp32: the network in its own
+    """images [N, F, H, W] (the network's dtype) -> boxes [N, K, 4], scores [N, K] in fp32: the network in its own
     dtype, the decoding and top-K of the engine contract (models/export.py) in fp32."""
 
     def __init__(self, detector: Detector):

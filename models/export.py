@@ -1,24 +1,25 @@
 """Export a Detector to ONNX following the engine contract of engines/onnxruntime_backend.py.
 
-Input ``images`` float32 [N, 1, H, W] (N dynamic; H, W dynamic or fixed), normalised as the metadata_props
-``mean``, ``std`` and ``input_scale`` say; outputs ``boxes`` [N, K, 4] (x1, y1, x2, y2, input pixels) and
-``scores`` [N, K] after the in-graph decode and per-level top-K (no NMS: the host runs it). Standard ONNX ops
-only (opset 17), so the same file feeds ONNX Runtime and TensorRT. Training-only parts (BP-FPN's DGR) are not
-in the graph.
+Input ``images`` float32 [N, F, H, W] (F = 1 but for multi-frame models, below; N dynamic; H, W dynamic or
+fixed), normalised as the metadata_props ``mean``, ``std`` and ``input_scale`` say; outputs ``boxes`` [N, K, 4]
+(x1, y1, x2, y2, input pixels) and ``scores`` [N, K] after the in-graph decode and per-level top-K (no NMS: the
+host runs it). Standard ONNX ops only (opset 17), so the same file feeds ONNX Runtime and TensorRT. Training-only
+parts (BP-FPN's DGR) are not in the graph.
 
-Multi-frame models (model input.previous_frames = k > 0), a proposal; the engines do not implement it yet and
-reject such a file because its ``images`` has k + 1 channels:
+Multi-frame models (model input.previous_frames = k > 0):
 - ``images`` is float32 [N, F, H, W] with F = k + 1: one stream's frames t-k .. t as channels, oldest first, the
   key frame t last; detections refer to the key frame. Every channel is normalised with the same scalar
-  ``mean``, ``std`` and ``input_scale``. metadata_props ``frames`` = F (absent means 1, today's contract, so
-  single-frame files stay as they are); TensorRT profiles fix dimension 1 to F.
-- The engine keeps, per stream id, a ring buffer of the last k frames after its own resize and padding, so all
-  F channels share one geometry; the Detector protocol still takes one frame per stream and batches across
-  streams as now, each batch item being one stream's stack. Memory: k frames per stream.
-- Until a stream has k earlier frames (its start, after a reconnect, or after a change of frame size, which
-  also clears the buffer) the missing slots repeat the oldest frame it has: training does the same at clip
-  starts (training/sequences.py), so both see the same inputs. Frames a live source drops under load never
-  enter the buffer, so the stack then spans a longer time; the frame timestamps say by how much.
+  ``mean``, ``std`` and ``input_scale``. metadata_props ``frames`` = F (absent means 1, so single-frame files
+  stay as they are); dimension 1 of ``images`` is fixed to F, and TensorRT profiles keep it fixed.
+- Every model engine keeps, per stream id, the stream's last k frames as they arrived (engines/frames.py
+  FrameHistory; memory: k frames per stream) and pre-processes each stack as a whole, so all F channels share one
+  resize and padding. The Detector protocol still takes one frame per stream per batch item and batches across
+  streams; callers name each frame's stream and restart count (engines/base.py MultiFrameDetector), which the
+  runner does whenever the detector's ``frames`` > 1.
+- Until a stream has k earlier frames (its start, after a reconnect, or after a change of frame size or pixel
+  type, each of which clears its history) the missing slots repeat the oldest frame it has: training does the
+  same at clip starts (training/sequences.py), so both see the same inputs. Frames a live source drops under load
+  never enter the history, so the stack then spans a longer time; the frame timestamps say by how much.
 """
 from __future__ import annotations
 

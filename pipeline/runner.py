@@ -143,6 +143,8 @@ class MultiStreamRunner:
             raise ValueError(f"stream ids must be unique, got {ids}")
         self.streams = {sid: s for sid, s in zip(ids, streams)}
         self.detector = detector
+        # A multi-frame model stacks each frame with its stream's previous ones, so it is told the streams.
+        self.multi_frame = getattr(detector, "frames", 1) > 1
         self.batch_size, self.max_wait_s, self.max_frames = batch_size, max_wait_ms / 1e3, max_frames
         self.on_progress, self.max_duration_s, self.timed_out = on_progress, max_duration_s, False
         self.frames = FrameQueues(ids, queue_size)
@@ -199,7 +201,8 @@ class MultiStreamRunner:
                     continue
                 first = first or (image.shape, image.dtype)
                 now = time.monotonic_ns()
-                frame = Frame(stream_id, index, now, image)
+                # Reconnecting live sources list their outages (pipeline/sources/reconnect.py).
+                frame = Frame(stream_id, index, now, image, restarts=len(getattr(source, "outages", ())))
                 frame.timings_ns["read"] = now - start
                 dropped = self.frames.put(frame, source.live, self.stop_requested)
                 if dropped:
@@ -216,7 +219,12 @@ class MultiStreamRunner:
         try:
             while (batch := self.frames.take(self.batch_size, self.max_wait_s)) is not None:
                 started = time.monotonic_ns()
-                detections = self.detector.detect([f.image for f in batch])
+                images = [f.image for f in batch]
+                if self.multi_frame:
+                    detections = self.detector.detect(images, streams=[f.stream_id for f in batch],
+                                                      restarts=[f.restarts for f in batch])
+                else:
+                    detections = self.detector.detect(images)
                 detected = time.monotonic_ns()
                 for frame, dets in zip(batch, detections):
                     frame.timings_ns["queue"] = started - frame.timestamp_ns

@@ -9,13 +9,18 @@ import numpy as np
 
 @dataclass(slots=True)
 class Frame:
-    """One grey image from one stream. ``image`` is H x W uint8 or uint16 (colour was converted once, at the source)."""
+    """One grey image from one stream. ``image`` is H x W uint8 or uint16 (colour was converted once, at the source).
+
+    ``restarts``: how often the stream restarted (a live source that reconnected) before this frame; frames with
+    the same count are one continuous recording (multi-frame detectors stack only those, engines/base.py).
+    """
 
     stream_id: str
     index: int
     timestamp_ns: int
     image: np.ndarray
     timings_ns: dict[str, int] = field(default_factory=dict)  # stage name -> monotonic ns when it finished
+    restarts: int = 0
 
 
 @dataclass(slots=True)
