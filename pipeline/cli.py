@@ -25,8 +25,8 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="pipeline YAML (default: %(default)s)")
     p.add_argument("--source", help="video file, image folder, MOTChallenge sequence folder, stream URL (rtsp://, "
-                                    "http://, ...) or GStreamer pipeline ending in appsink (sets source.kind=auto "
-                                    "and source.path), or 'synthetic'")
+                                    "http://, ...), V4L2 camera (/dev/video0) or GStreamer pipeline ending in "
+                                    "appsink (sets source.kind=auto and source.path), or 'synthetic'")
     p.add_argument("--weights", help="detector ONNX file (sets detector.weights)")
     p.add_argument("--engine", help="detector backend (sets detector.engine): auto, classical, onnxruntime, tensorrt, torch, null")
     p.add_argument("--out", help="run folder for the outputs (sets outputs.dir)")

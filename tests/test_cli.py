@@ -55,6 +55,7 @@ def test_synthetic_run_writes_every_output(tmp_path):
 def test_help_and_print_config():
     result = run_cli("--help")
     assert result.returncode == 0 and "tracker.max_misses" in result.stdout and "--source" in result.stdout
+    assert "/dev/video0" in result.stdout and "source.v4l2.pixel_format" in result.stdout
     result = run_cli("--print-config", "--set", "tracker.max_misses=9")
     assert result.returncode == 0 and "max_misses: 9" in result.stdout
 
@@ -84,7 +85,7 @@ def test_sixteen_bit_png_folder_source(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing_path", "corrupt_mp4", "empty_folder", "mixed_sizes", "misspelled_key",
-                                  "missing_weights", "weights_not_onnx", "unwritable_out"])
+                                  "missing_weights", "weights_not_onnx", "unwritable_out", "missing_camera"])
 def test_bad_input_gets_one_clear_error(tmp_path, case):
     out = ["--out", str(tmp_path / "run")]
     if case == "missing_path":
@@ -116,6 +117,11 @@ def test_bad_input_gets_one_clear_error(tmp_path, case):
         blocker = tmp_path / "file"
         blocker.write_text("")
         assert_user_error(run_cli("--out", str(blocker / "run"), *SMALL_SCENE), "not writable", "--out")
+    elif case == "missing_camera":
+        if os.path.exists("/dev/video97"):
+            pytest.skip("/dev/video97 exists on this machine")
+        assert_user_error(run_cli("--source", "/dev/video97", *out), "V4L2 camera /dev/video97", "ls /dev/video*",
+                          "v4l2src device=/dev/video97")
 
 
 @pytest.mark.slow
