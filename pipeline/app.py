@@ -19,8 +19,8 @@ from pipeline.runner import MultiStreamRunner, RunStats, Stream
 from pipeline.schema import to_dict
 from pipeline.sinks.base import FrameResult, Sink
 from pipeline.sinks.files import DetectionsJsonlWriter, MotTrackWriter
-from pipeline.sinks.network import MqttTrackReporter, UdpTrackReporter
-from pipeline.sinks.video import AnnotatedVideoWriter, LiveView
+from pipeline.sinks.network import MqttTrackReporter, TrackReportEncoder, UdpTrackReporter
+from pipeline.sinks.video import AnnotatedVideoWriter, LiveView, TrackRenderer
 from pipeline.sources import Source, open_source
 from trackers import create_tracker
 
@@ -116,24 +116,26 @@ def open_outputs(config: PipelineConfig, source: Source, out_dir: Path
     """The sinks of one stream (files in ``out_dir``, network reports, re-publishing) and its evaluation collector."""
     outputs = config.outputs
     sinks: list[Sink] = []
+    # Shared by the outputs of the stream: each frame is drawn once, and its track report built once.
+    renderer, reports = TrackRenderer(outputs.trail_length), TrackReportEncoder()
     try:
         if outputs.tracks:
             sinks.append(MotTrackWriter(out_dir / "tracks.txt"))
         if outputs.detections:
             sinks.append(DetectionsJsonlWriter(out_dir / "detections.jsonl"))
         if outputs.video:
-            sinks.append(AnnotatedVideoWriter(out_dir / "annotated.mp4", source.fps, outputs.trail_length))
+            sinks.append(AnnotatedVideoWriter(out_dir / "annotated.mp4", source.fps, renderer))
         if outputs.show:
-            sinks.append(LiveView(outputs.trail_length))
+            sinks.append(LiveView(renderer))
         if outputs.udp.address:
-            sinks.append(UdpTrackReporter(outputs.udp.address, outputs.udp.max_datagram_bytes))
+            sinks.append(UdpTrackReporter(outputs.udp.address, outputs.udp.max_datagram_bytes, reports))
         if outputs.mqtt.broker:
             sinks.append(MqttTrackReporter(outputs.mqtt.broker, source.stream_id, outputs.mqtt.topic,
-                                           outputs.mqtt.qos, outputs.mqtt.max_queued))
+                                           outputs.mqtt.qos, outputs.mqtt.max_queued, encoder=reports))
         if outputs.gstreamer:
             from pipeline.sinks.gstreamer import GStreamerVideoPublisher
 
-            sinks.append(GStreamerVideoPublisher(outputs.gstreamer, source.fps, outputs.trail_length, source.live))
+            sinks.append(GStreamerVideoPublisher(outputs.gstreamer, source.fps, renderer, source.live))
     except BaseException:
         for sink in sinks:
             sink.close()

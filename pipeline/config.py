@@ -10,7 +10,7 @@ import yaml
 from engines.config import DetectorConfig
 from pipeline.errors import ConfigError, UserError
 from pipeline.schema import build, option, require
-from pipeline.sinks.network import split_address
+from pipeline.sinks.network import bad_address, parse_address
 from pipeline.sources import SourceConfig
 from trackers.config import TrackerConfig
 
@@ -34,11 +34,7 @@ class RunnerConfig:
 
 
 def _require_address(address: str | None, key: str) -> None:
-    if address is not None:
-        try:
-            split_address(address, key)
-        except UserError as err:
-            raise ConfigError(key, str(err).split(": ", 1)[1]) from None
+    require(address is None or parse_address(address) is not None, key, bad_address(address))
 
 
 @dataclass

@@ -101,3 +101,12 @@ def test_relative_weights_in_a_config_file_are_found_beside_it(tmp_path, monkeyp
 def test_shipped_pipeline_configs_validate_and_find_their_weights(name):
     config = load_config(DEFAULT_CONFIG.parent / name, ["source.path=video.mp4"])
     assert config.detector.weights is None or Path(config.detector.weights).exists()
+
+
+@pytest.mark.parametrize("key, value", [("outputs.udp.address", "localhost"), ("outputs.udp.address", "host:99999"),
+                                        ("outputs.mqtt.broker", "[::1]:port")])
+def test_malformed_network_address_names_the_key_and_the_form(key, value):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [f"{key}='{value}'"])
+    assert err.value.path == key and f"expected HOST:PORT (e.g. 127.0.0.1:5005), got '{value}'" in err.value.message
+    assert load_config(None, [f"{key}='[::1]:1883'"]) is not None

@@ -12,45 +12,28 @@ from pipeline.errors import UserError
 from pipeline.runner import MultiStreamRunner, Runner, Stream
 from pipeline.sources.base import BadFrame, SourceError
 from pipeline.sources.reconnect import ReconnectConfig, ReconnectingSource
-from tests.test_runner import CountingSource, RecordingSink, RecordingTracker, SlowDetector
+from tests.conftest import FakeSource
+from tests.test_runner import RecordingSink, RecordingTracker, SlowDetector
 
 
-class Camera:
-    """A live camera simulator: frames carry a global counter; a connection fails after ``fail_after`` frames."""
-
-    live, fps, num_frames = True, 30.0, None
-
-    def __init__(self, stream_id, counter, fail_after=None, frames=None):
-        self.stream_id, self.counter, self.fail_after, self.frames = stream_id, counter, fail_after, frames
-        self.closed = False
-
-    def __iter__(self):
-        for i in range(10**9 if self.frames is None else self.frames):
-            if i == self.fail_after:
-                raise SourceError(f"{self.stream_id}: camera unplugged")
-            self.counter[0] += 1
-            image = np.zeros((6, 8), np.uint16)
-            image[0, 0] = self.counter[0]
-            yield image
-
-    def ground_truth(self):
-        return None
-
-    def close(self):
-        self.closed = True
+def camera(stream_id, counter, fail_after=None, frames=None):
+    """A live camera: frames carry a global counter; a connection fails after ``fail_after`` frames."""
+    return FakeSource(frames, live=True, fail_at=fail_after, stream_id=stream_id, counter=counter,
+                      error="{stream}: camera unplugged")
 
 
 class Reopener:
     """Reopens the camera; the first ``refusals`` attempts fail, as a camera still rebooting would."""
 
-    def __init__(self, stream_id, counter, refusals=0, **camera):
-        self.stream_id, self.counter, self.refusals, self.camera, self.times = stream_id, counter, refusals, camera, []
+    def __init__(self, stream_id, counter, refusals=0, **settings):
+        self.stream_id, self.counter, self.refusals, self.settings = stream_id, counter, refusals, settings
+        self.times = []
 
     def __call__(self):
         self.times.append(time.monotonic())
         if len(self.times) <= self.refusals:
             raise UserError(f"{self.stream_id}: connection refused")
-        return Camera(self.stream_id, self.counter, **self.camera)
+        return camera(self.stream_id, self.counter, **self.settings)
 
 
 def fast(**overrides) -> ReconnectConfig:
@@ -59,7 +42,7 @@ def fast(**overrides) -> ReconnectConfig:
 
 def test_source_that_fails_mid_stream_recovers_with_exponential_backoff():
     counter = [0]
-    first = Camera("cam", counter, fail_after=10)
+    first = camera("cam", counter, fail_after=10)
     reopen = Reopener("cam", counter, refusals=2, frames=15)  # the camera answers on the third attempt
     source = ReconnectingSource(first, reopen, fast(max_attempts=None))
     t0 = time.monotonic()
@@ -76,7 +59,7 @@ def test_source_that_fails_mid_stream_recovers_with_exponential_backoff():
 def test_outage_lasts_until_frames_flow_and_gives_up_after_max_attempts(caplog):
     counter = [0]
     # Every reopened camera opens fine but fails before its first frame: still one outage, backing off.
-    source = ReconnectingSource(Camera("cam", counter, fail_after=3), Reopener("cam", counter, fail_after=0),
+    source = ReconnectingSource(camera("cam", counter, fail_after=3), Reopener("cam", counter, fail_after=0),
                                 fast(max_attempts=4))
     images = []
     with caplog.at_level(logging.WARNING, logger="irst.sources"), pytest.raises(SourceError, match="gave up after 4"):
@@ -88,7 +71,7 @@ def test_outage_lasts_until_frames_flow_and_gives_up_after_max_attempts(caplog):
 
 
 def test_stop_during_backoff_returns_at_once():
-    source = ReconnectingSource(Camera("cam", [0], fail_after=2), Reopener("cam", [0], refusals=100),
+    source = ReconnectingSource(camera("cam", [0], fail_after=2), Reopener("cam", [0], refusals=100),
                                 ReconnectConfig(initial_delay_s=20, max_delay_s=20))
     threading.Timer(0.2, source.interrupt).start()
     t0 = time.monotonic()
@@ -98,12 +81,10 @@ def test_stop_during_backoff_returns_at_once():
 
 def test_one_stream_down_the_others_keep_running():
     counter = [0]
-    flaky = ReconnectingSource(Camera("flaky", counter, fail_after=5), Reopener("flaky", counter, refusals=1,
+    flaky = ReconnectingSource(camera("flaky", counter, fail_after=5), Reopener("flaky", counter, refusals=1,
                                                                                   frames=20), fast())
-    broken = CountingSource(50, fail_at=7)
-    broken.stream_id = "broken"
-    steady = CountingSource(200)
-    steady.stream_id = "steady"
+    broken = FakeSource(50, fail_at=7, stream_id="broken")
+    steady = FakeSource(200, stream_id="steady")
     sinks = {name: RecordingSink() for name in ("flaky", "broken", "steady")}
     streams = [Stream(src, RecordingTracker(), [sinks[src.stream_id]], max_frames=20 if src is flaky else None)
                for src in (flaky, broken, steady)]
@@ -116,7 +97,7 @@ def test_one_stream_down_the_others_keep_running():
     assert [str(e) for e in stats.errors] == ["frame 7 is corrupt"]
 
 
-class MixedSource(CountingSource):
+class MixedSource(FakeSource):
     """A camera that now and then delivers something unusable."""
 
     def __iter__(self):

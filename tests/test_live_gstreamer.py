@@ -4,6 +4,7 @@ import shutil
 import subprocess
 import threading
 
+import cv2
 import numpy as np
 import pytest
 
@@ -165,7 +166,7 @@ def test_annotated_video_is_republished_through_appsrc(tmp_path):
 
     out = tmp_path / "published.raw"
     publisher = GStreamerVideoPublisher(f"appsrc ! videoconvert ! video/x-raw,format=BGR ! filesink location={out}",
-                                        fps=25.0, trail_length=5)
+                                        fps=25.0, renderer=TrackRenderer(trail_length=5))
     reference = TrackRenderer(trail_length=5)
     rng = np.random.default_rng(0)
     expected = []
@@ -185,10 +186,11 @@ def test_live_republishing_drops_instead_of_blocking_on_a_slow_pipeline():
     import time
 
     from pipeline.sinks.gstreamer import GStreamerVideoPublisher
+    from pipeline.sinks.video import TrackRenderer
 
     # identity sleeps 50 ms per picture: a receiver far slower than the 30 pictures pushed below.
     publisher = GStreamerVideoPublisher("appsrc ! videoconvert ! identity sleep-time=50000 ! fakesink sync=false",
-                                        fps=30.0, trail_length=5, live=True, eos_timeout_s=0.2)
+                                        fps=30.0, renderer=TrackRenderer(5), live=True, eos_timeout_s=0.2)
     image = np.zeros((48, 64), np.uint8)
     started = time.monotonic()
     for i in range(30):
@@ -197,3 +199,30 @@ def test_live_republishing_drops_instead_of_blocking_on_a_slow_pipeline():
     publisher.close()
     assert elapsed < 0.5, f"publishing blocked for {elapsed:.2f} s"
     assert publisher.sent + publisher.dropped == 30 and publisher.dropped > 10
+
+
+def test_annotated_video_and_republishing_draw_each_frame_once(tmp_path, monkeypatch):
+    from pipeline.app import run
+    from pipeline.config import load_config
+    from pipeline.sinks.video import TrackRenderer
+
+    drawn, handed = [], []
+    draw, render = TrackRenderer._draw, TrackRenderer.render
+    monkeypatch.setattr(TrackRenderer, "_draw", lambda self, result: drawn.append(result.frame.index) or
+                        draw(self, result))
+    monkeypatch.setattr(TrackRenderer, "render", lambda self, result: handed.append(render(self, result)) or
+                        handed[-1])
+    published = tmp_path / "published.raw"
+    config = load_config(None, [f"outputs.dir={tmp_path}", "runner.progress=false", "source.synthetic.frames=6",
+                                "source.synthetic.width=96", "source.synthetic.height=64",
+                                f"outputs.gstreamer='appsrc ! videoconvert ! video/x-raw,format=BGR ! filesink "
+                                f"location={published}'"])
+    summary, stats, _ = run(config)
+    assert not stats.errors and summary["frames"] == 6
+    assert drawn == list(range(6))  # once per frame for both outputs
+    assert len(handed) == 12 and all(a is b for a, b in zip(handed[::2], handed[1::2]))  # both got the same picture
+    pictures = np.frombuffer(published.read_bytes(), np.uint8).reshape(6, 64, 96, 3)
+    assert np.array_equal(pictures, np.stack(handed[::2]))
+    video = cv2.VideoCapture(str(tmp_path / "annotated.mp4"))
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
+    video.release()

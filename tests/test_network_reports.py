@@ -285,3 +285,27 @@ def test_pipeline_publishes_one_mqtt_report_per_frame(broker, tmp_path):
     assert not stats.errors and summary["streams"]["synthetic"]["outputs"]["MqttTrackReporter"]["sent"] == 25
     assert [m["frame"] for _, m in messages] == list(range(1, 26))
     assert {topic for topic, _ in messages} == {"irst/synthetic/tracks"}
+
+
+def test_udp_and_mqtt_together_send_one_report_built_once_per_frame(broker, udp_receiver, tmp_path, monkeypatch):
+    import pipeline.sinks.network as network
+
+    built = []
+    records = network.track_records
+    monkeypatch.setattr(network, "track_records", lambda res: built.append(res.frame.index) or records(res))
+    subscriber = Subscriber(broker.port)
+    udp = []
+    collector = threading.Thread(target=lambda: udp.extend(receive_reports(udp_receiver, 19)))
+    collector.start()
+    config = load_config(None, [f"outputs.dir={tmp_path}", "runner.progress=false", "outputs.video=false",
+                                f"outputs.udp.address=127.0.0.1:{udp_receiver.getsockname()[1]}",
+                                f"outputs.mqtt.broker=127.0.0.1:{broker.port}", "outputs.mqtt.qos=1",
+                                "source.synthetic.frames=20", "source.synthetic.width=192",
+                                "source.synthetic.height=160"])
+    summary, stats, _ = run(config)
+    collector.join()
+    mqtt = [report for _, report in subscriber.wait_for(20)]
+    subscriber.close()
+    assert not stats.errors and built == list(range(20))  # one report per frame, not one per output
+    assert [{k: v for k, v in r.items() if k not in ("part", "parts")} for r in udp] == mqtt
+    assert sum(len(r["tracks"]) for r in mqtt) > 0

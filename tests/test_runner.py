@@ -2,33 +2,9 @@
 import threading
 import time
 
-import numpy as np
-
 from pipeline.runner import Runner
-from pipeline.sources.base import SourceError
 from pipeline.types import Detections, Tracks
-
-
-class CountingSource:
-    stream_id, fps = "test", 30.0
-
-    def __init__(self, n, live=False, fail_at=None):
-        self.num_frames, self.live, self.fail_at = n, live, fail_at
-        self.closed = False
-
-    def __iter__(self):
-        for i in range(self.num_frames):
-            if i == self.fail_at:
-                raise SourceError("frame %d is corrupt" % i)
-            image = np.zeros((8, 8), np.uint8)
-            image[0, 0] = i % 256
-            yield image
-
-    def ground_truth(self):
-        return None
-
-    def close(self):
-        self.closed = True
+from tests.conftest import FakeSource
 
 
 class SlowDetector:
@@ -67,7 +43,7 @@ class RecordingSink:
 
 
 def test_replay_applies_backpressure_and_never_drops():
-    source, sink, tracker = CountingSource(60), RecordingSink(), RecordingTracker()
+    source, sink, tracker = FakeSource(60), RecordingSink(), RecordingTracker()
     stats = Runner(source, SlowDetector(0.002), tracker, [sink], queue_size=2).run()
     assert stats.dropped == 0 and stats.frames == 60
     assert sink.frames == list(range(60)) and tracker.indices == list(range(60))
@@ -76,7 +52,7 @@ def test_replay_applies_backpressure_and_never_drops():
 
 
 def test_live_source_drops_oldest_and_counts_every_drop():
-    source, sink = CountingSource(200, live=True), RecordingSink()
+    source, sink = FakeSource(200, live=True), RecordingSink()
     stats = Runner(source, SlowDetector(0.005), RecordingTracker(), [sink], queue_size=2).run()
     assert stats.dropped > 0
     assert stats.frames + stats.dropped == 200  # every frame either processed or counted as dropped
@@ -85,14 +61,14 @@ def test_live_source_drops_oldest_and_counts_every_drop():
 
 def test_batches_fill_up_to_batch_size():
     detector = SlowDetector(0.001)
-    Runner(CountingSource(40), detector, RecordingTracker(), [RecordingSink()], batch_size=4,
+    Runner(FakeSource(40), detector, RecordingTracker(), [RecordingSink()], batch_size=4,
            max_wait_ms=50, queue_size=8).run()
     assert max(detector.batches) == 4 and sum(detector.batches) == 40
 
 
 def test_stop_drains_frames_already_read_and_closes_sinks():
     sink = RecordingSink()
-    runner = Runner(CountingSource(100_000), SlowDetector(0.001), RecordingTracker(), [sink], queue_size=4)
+    runner = Runner(FakeSource(100_000), SlowDetector(0.001), RecordingTracker(), [sink], queue_size=4)
     threading.Timer(0.2, runner.stop).start()
     stats = runner.run()
     assert 0 < stats.frames < 100_000 and sink.closed
@@ -101,7 +77,7 @@ def test_stop_drains_frames_already_read_and_closes_sinks():
 
 def test_source_error_keeps_frames_before_it():
     sink = RecordingSink()
-    stats = Runner(CountingSource(50, fail_at=30), SlowDetector(), RecordingTracker(), [sink]).run()
+    stats = Runner(FakeSource(50, fail_at=30), SlowDetector(), RecordingTracker(), [sink]).run()
     assert sink.frames == list(range(30)) and sink.closed
     assert len(stats.errors) == 1 and "frame 30 is corrupt" in str(stats.errors[0])
 
@@ -112,5 +88,5 @@ def test_detector_error_stops_cleanly():
             raise RuntimeError("engine crashed")
 
     sink = RecordingSink()
-    stats = Runner(CountingSource(500), Broken(), RecordingTracker(), [sink], queue_size=2).run()
+    stats = Runner(FakeSource(500), Broken(), RecordingTracker(), [sink], queue_size=2).run()
     assert sink.closed and sink.frames == [] and "engine crashed" in str(stats.errors[0])

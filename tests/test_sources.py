@@ -1,4 +1,6 @@
 """Sources: real decoding of videos and image folders, grey conversion once, 16-bit kept, clear errors."""
+import re
+
 import cv2
 import numpy as np
 import pytest
@@ -98,3 +100,15 @@ def test_mot_sequence_reads_video_and_ground_truth(shared_data):
     assert first.shape == (256, 320) and first.dtype == np.uint8
     assert gt.shape[1] == 6 and gt[:, 0].min() == 1
     assert np.allclose(gt[0], [1, 1, 154.68, 14.75, 14.27, 10.23])
+
+
+def test_sources_and_the_runner_reject_unusable_arrays_for_the_same_reasons():
+    from pipeline.sources.base import frame_problem, to_grey
+
+    for image, category, detail in [(np.zeros((8, 8), np.float32), "wrong_dtype", "pixel type float32"),
+                                    (np.zeros((8, 8, 2), np.uint8), "wrong_shape", "shape (8, 8, 2)")]:
+        assert frame_problem(image, None)[0] == category and detail in frame_problem(image, None)[1]
+        with pytest.raises(SourceError, match=rf"cam frame 3: cannot use it as a frame \({re.escape(detail)}"):
+            to_grey(image, "cam frame 3")
+    colour = np.zeros((8, 8, 4), np.uint16)
+    assert to_grey(colour, "cam").shape == (8, 8) and frame_problem(to_grey(colour, "cam"), None) is None

@@ -22,7 +22,7 @@ class GStreamerVideoPublisher:
     other output of a replay, so a file written this way has every frame.
     """
 
-    def __init__(self, description: str, fps: float, trail_length: int, live: bool = False, max_buffers: int = 4,
+    def __init__(self, description: str, fps: float, renderer: TrackRenderer, live: bool = False, max_buffers: int = 4,
                  eos_timeout_s: float = 5.0):
         Gst, _, self._GstVideo, _ = gst_modules()
         self._Gst = Gst
@@ -36,7 +36,7 @@ class GStreamerVideoPublisher:
             self.appsrc.set_property("leaky-type", 2)  # GST_APP_LEAKY_TYPE_DOWNSTREAM: drop the oldest queued buffer
         else:
             self.appsrc.set_property("block", True)
-        self.renderer = TrackRenderer(trail_length)
+        self.renderer = renderer
         self.sent = self.dropped = 0
         self._size: tuple[int, int] | None = None
         self._stride = 0

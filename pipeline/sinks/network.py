@@ -10,7 +10,7 @@ the stream alive::
      "seq": 41,                       # per-stream report counter from 0; a gap at the receiver = lost reports
      "frame": 42,                     # frame number in the stream from 1 (gaps: frames a live source dropped)
      "capture_time_ns": 1764590000123456789,   # Unix time (ns) when the frame was read from the source
-     "report_time_ns": 1764590000131456789,    # Unix time (ns) when this report was sent
+     "report_time_ns": 1764590000131456789,    # Unix time (ns) when this report was made
      "part": 0, "parts": 1,           # UDP only: a report over max_datagram_bytes is split across datagrams
                                       # with the same seq; each part carries whole tracks
      "tracks": [
@@ -45,13 +45,26 @@ SCHEMA_VERSION = 1
 log = logging.getLogger("irst.sinks")
 
 
-def split_address(address: str, what: str) -> tuple[str, int]:
-    """'HOST:PORT' or '[IPv6]:PORT' -> (host, port), with a UserError naming ``what`` when malformed."""
+def parse_address(address: str) -> tuple[str, int] | None:
+    """'HOST:PORT' or '[IPv6]:PORT' -> (host, port); None when malformed (the config checks it this way)."""
     host, sep, port = address.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UserError(f"{what}: expected HOST:PORT (e.g. 127.0.0.1:5005), got {address!r}")
+        return None
     return host, int(port)
+
+
+def bad_address(address: str) -> str:
+    """What is wrong with a malformed address, for the config check and for split_address alike."""
+    return f"expected HOST:PORT (e.g. 127.0.0.1:5005), got {address!r}"
+
+
+def split_address(address: str, what: str) -> tuple[str, int]:
+    """(host, port) of 'HOST:PORT', with a UserError naming ``what`` when malformed."""
+    parsed = parse_address(address)
+    if parsed is None:
+        raise UserError(f"{what}: {bad_address(address)}")
+    return parsed
 
 
 def track_records(result: FrameResult) -> list[dict]:
@@ -69,27 +82,37 @@ def track_records(result: FrameResult) -> list[dict]:
 
 
 class TrackReportEncoder:
-    """Builds the per-frame reports of one stream and numbers them (``seq``)."""
+    """Builds the per-frame reports of one stream and numbers them (``seq``).
+
+    Each frame's report is built once, by whichever output asks first: the UDP and MQTT outputs of a stream share
+    one encoder, so both carry the same report (same ``seq`` and times).
+    """
 
     def __init__(self):
         self.seq = 0
+        self._built: tuple[FrameResult, str, list[str]] | None = None
 
-    def header(self, result: FrameResult) -> dict:
-        now_unix, now_mono = time.time_ns(), time.monotonic_ns()
-        header = {"schema": SCHEMA, "version": SCHEMA_VERSION, "stream": result.frame.stream_id, "seq": self.seq,
-                  "frame": result.frame.index + 1,
-                  "capture_time_ns": result.frame.timestamp_ns + (now_unix - now_mono), "report_time_ns": now_unix}
-        self.seq += 1
-        return header
+    def _build(self, result: FrameResult) -> tuple[str, list[str]]:
+        """The frame's header as JSON without its closing brace, and each track as JSON."""
+        if self._built is None or self._built[0] is not result:
+            now_unix, now_mono = time.time_ns(), time.monotonic_ns()
+            header = {"schema": SCHEMA, "version": SCHEMA_VERSION, "stream": result.frame.stream_id, "seq": self.seq,
+                      "frame": result.frame.index + 1,
+                      "capture_time_ns": result.frame.timestamp_ns + (now_unix - now_mono),
+                      "report_time_ns": now_unix}
+            self.seq += 1
+            tracks = [json.dumps(t, separators=(",", ":")) for t in track_records(result)]
+            self._built = (result, json.dumps(header, separators=(",", ":"))[:-1], tracks)
+        return self._built[1], self._built[2]
 
     def encode(self, result: FrameResult) -> bytes:
         """One report as compact JSON (MQTT: brokers carry messages of any practical size)."""
-        return json.dumps({**self.header(result), "tracks": track_records(result)}, separators=(",", ":")).encode()
+        head, tracks = self._build(result)
+        return f'{head},"tracks":[{",".join(tracks)}]}}'.encode()
 
     def encode_parts(self, result: FrameResult, max_bytes: int) -> list[bytes]:
         """One report as one or more datagrams of at most ``max_bytes``, each with whole tracks (UDP)."""
-        head = json.dumps(self.header(result), separators=(",", ":"))[:-1]
-        tracks = [json.dumps(t, separators=(",", ":")) for t in track_records(result)]
+        head, tracks = self._build(result)
         budget = max_bytes - len(head) - len(',"part":99999,"parts":99999,"tracks":[]}')
         chunks: list[list[str]] = [[]]
         used = 0
@@ -138,7 +161,7 @@ class UdpTrackReporter:
     (receiver port closed, send buffer full); the receiver finds other losses from gaps in ``seq``.
     """
 
-    def __init__(self, address: str, max_datagram_bytes: int = 8192):
+    def __init__(self, address: str, max_datagram_bytes: int = 8192, encoder: TrackReportEncoder | None = None):
         host, port = split_address(address, "outputs.udp.address")
         try:
             family, kind, proto, _, target = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
@@ -149,7 +172,7 @@ class UdpTrackReporter:
         self._socket.setblocking(False)
         # Connected, so that the kernel reports a closed receiver port (ICMP) as an error on a later send.
         self._socket.connect(target)
-        self.encoder = TrackReportEncoder()
+        self.encoder = encoder or TrackReportEncoder()
         self.sent = self.dropped = 0
         self._outage = _Outage(f"UDP receiver {address}", confirm_after=3)
 
@@ -179,7 +202,7 @@ class MqttTrackReporter:
 
     def __init__(self, broker: str, stream_id: str, topic: str = "irst/{stream}/tracks", qos: int = 0,
                  max_queued: int = 100, keepalive_s: int = 10, connect_timeout_s: float = 3.0,
-                 flush_timeout_s: float = 5.0):
+                 flush_timeout_s: float = 5.0, encoder: TrackReportEncoder | None = None):
         try:
             import paho.mqtt.client as mqtt
         except ImportError:
@@ -188,7 +211,7 @@ class MqttTrackReporter:
         host, port = split_address(broker, "outputs.mqtt.broker")
         self.broker, self.topic, self.qos = broker, topic.format(stream=stream_id), qos
         self.max_queued, self.flush_timeout_s = max_queued, flush_timeout_s
-        self.encoder = TrackReportEncoder()
+        self.encoder = encoder or TrackReportEncoder()
         self.sent = self.dropped = 0
         self._pending = 0  # handed to paho, not yet written to the broker (qos 0) or acknowledged (qos 1)
         self._lock = threading.Lock()

@@ -37,7 +37,11 @@ class AutoGain:
 
 
 class TrackRenderer:
-    """Draws one FrameResult into a BGR picture; keeps each track's recent centres for its trail."""
+    """Draws one FrameResult into a BGR picture; keeps each track's recent centres for its trail.
+
+    One renderer serves all picture outputs of a stream (annotated.mp4, --show, outputs.gstreamer): each frame is
+    drawn once, by whichever asks first, and the others get the same picture, which nobody may modify.
+    """
 
     def __init__(self, trail_length: int):
         self.trail_length = trail_length
@@ -45,8 +49,14 @@ class TrackRenderer:
         self.colours = _palette()
         self._trails: dict[int, deque] = {}
         self._last_seen: dict[int, int] = {}
+        self._drawn: tuple[FrameResult, np.ndarray] | None = None
 
     def render(self, result: FrameResult) -> np.ndarray:
+        if self._drawn is None or self._drawn[0] is not result:
+            self._drawn = (result, self._draw(result))
+        return self._drawn[1]
+
+    def _draw(self, result: FrameResult) -> np.ndarray:
         picture = cv2.cvtColor(self.gain(result.frame.image), cv2.COLOR_GRAY2BGR)
         index = result.frame.index
         for x1, y1, x2, y2 in result.detections.boxes.astype(np.int32).tolist():
@@ -78,9 +88,8 @@ class AnnotatedVideoWriter:
     and the other sinks instead of adding to them; no frame is ever skipped.
     """
 
-    def __init__(self, path: Path, fps: float, trail_length: int, queue_size: int = 4):
-        self.path, self.fps = path, fps
-        self.renderer = TrackRenderer(trail_length)
+    def __init__(self, path: Path, fps: float, renderer: TrackRenderer, queue_size: int = 4):
+        self.path, self.fps, self.renderer = path, fps, renderer
         self._pictures: queue.Queue = queue.Queue(maxsize=queue_size)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -118,9 +127,8 @@ class AnnotatedVideoWriter:
 class LiveView:
     """--show: the annotated picture in a window (needs an OpenCV build with GUI support)."""
 
-    def __init__(self, trail_length: int, window: str = "irst"):
-        self.renderer = TrackRenderer(trail_length)
-        self.window = window
+    def __init__(self, renderer: TrackRenderer, window: str = "irst"):
+        self.renderer, self.window = renderer, window
         try:
             cv2.namedWindow(window, cv2.WINDOW_NORMAL)
         except cv2.error as err:

@@ -46,6 +46,15 @@ class Source(Protocol):
         ...
 
 
+def grey_problem(image: np.ndarray) -> tuple[str, str] | None:
+    """Why an array is not an H x W uint8/uint16 grey image, as (category, detail), or None when it is."""
+    if image.ndim != 2:
+        return "wrong_shape", f"shape {image.shape}, expected H x W grey"
+    if image.dtype not in (np.uint8, np.uint16):
+        return "wrong_dtype", f"pixel type {image.dtype}, expected uint8 or uint16"
+    return None
+
+
 def to_grey(image: np.ndarray, origin: str) -> np.ndarray:
     """Convert a decoded image to H x W grey once, at the source; keep 16-bit depth; reject other dtypes clearly."""
     import cv2
@@ -54,10 +63,9 @@ def to_grey(image: np.ndarray, origin: str) -> np.ndarray:
         image = image[:, :, 0]
     elif image.ndim == 3 and image.shape[2] in (3, 4):
         image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
-    if image.ndim != 2:
-        raise SourceError(f"{origin}: expected a grey or colour image, got an array of shape {image.shape}")
-    if image.dtype not in (np.uint8, np.uint16):
-        raise SourceError(f"{origin}: pixel type {image.dtype} is not supported; convert it to 8- or 16-bit")
+    problem = grey_problem(image)
+    if problem is not None:
+        raise SourceError(f"{origin}: cannot use it as a frame ({problem[1]}); give 8- or 16-bit grey or colour")
     return np.ascontiguousarray(image)
 
 
@@ -71,12 +79,9 @@ def frame_problem(image: object, first: tuple[tuple[int, ...], np.dtype] | None)
         return "corrupt", image.reason
     if not isinstance(image, np.ndarray):
         return "not_an_image", f"got {type(image).__name__}, expected a numpy image"
-    if image.ndim != 2:
-        return "wrong_shape", f"shape {image.shape}, expected H x W grey"
-    if image.dtype not in (np.uint8, np.uint16):
-        return "wrong_dtype", f"pixel type {image.dtype}, expected uint8 or uint16"
-    if first is not None and (image.shape, image.dtype) != first:
+    problem = grey_problem(image)
+    if problem is None and first is not None and (image.shape, image.dtype) != first:
         (height, width), dtype = first
         return "format_changed", (f"{image.shape[1]}x{image.shape[0]} {image.dtype}, but the stream started at "
                                 f"{width}x{height} {dtype}")
-    return None
+    return problem

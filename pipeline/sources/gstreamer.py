@@ -1,7 +1,8 @@
 """Any GStreamer pipeline ending in an appsink as a frame source (cameras, RTSP, hardware decoders, appsrc feeds).
 
 GRAY8 arrives as uint8, GRAY16_LE as uint16 (16-bit IR keeps its full depth end to end); colour formats are
-converted to grey once, here. Rows are copied out of GStreamer's padded buffers, so any width works.
+converted to grey once, here. Each buffer is mapped once; its rows are copied out without their padding, so any
+width works.
 """
 from __future__ import annotations
 
@@ -190,9 +191,20 @@ class GStreamerSource:
         if size < needed:
             return BadFrame(f"frame {count} is truncated: {size} bytes, but {info.width}x{info.height} {name} "
                             f"needs {needed}")
-        data = np.frombuffer(buffer.extract_dup(0, size), np.uint8)
-        rows = np.lib.stride_tricks.as_strided(data[offset:], shape=(info.height, row_bytes), strides=(stride, 1))
-        image = np.ascontiguousarray(rows).view(dtype).reshape(info.height, info.width, channels)
+        ok, mapped = buffer.map(self._Gst.MapFlags.READ)
+        if not ok:
+            return BadFrame(f"frame {count}: its buffer cannot be read (mapping failed)")
+        try:
+            # One copy out of the buffer. PyGObject makes it, handing the mapped memory over as bytes of our own, so
+            # rows are copied again only to drop their padding; gst-python's overrides lend a view of the buffer
+            # instead, valid only until unmap, so then the rows are copied here.
+            data = mapped.data
+            rows = np.lib.stride_tricks.as_strided(np.frombuffer(data, np.uint8)[offset:],
+                                                   shape=(info.height, row_bytes), strides=(stride, 1))
+            rows = np.ascontiguousarray(rows) if isinstance(data, bytes) else rows.copy()
+        finally:
+            buffer.unmap(mapped)
+        image = rows.view(dtype).reshape(info.height, info.width, channels)
         if name in _RGB_ORDER:
             image = image[:, :, [2, 1, 0, *range(3, channels)]]
         return to_grey(image.astype(image.dtype.newbyteorder("="), copy=False), f"{self.stream_id} frame {count}")
