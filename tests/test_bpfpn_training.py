@@ -16,6 +16,7 @@ pytest.importorskip("dadaptation")
 import cv2  # noqa: E402
 import yaml  # noqa: E402
 
+from engines.onnxruntime_backend import OnnxRuntimeDetector  # noqa: E402
 from models.detector import build_detector  # noqa: E402
 from pipeline.errors import ConfigError  # noqa: E402
 from pipeline.schema import build  # noqa: E402
@@ -192,6 +193,14 @@ def test_bpfpn_trains_on_clips_and_validates_on_val_clips(tmp_path, clips, previ
                  "val", "--out", str(out)]) == 0
     again = json.loads((out / "eval_val.json").read_text())
     assert again["mAP12"] == pytest.approx(report["mAP12"]) and again["num_gt"] == 5
+
+    # the release checks its ONNX on a val clip frame, with the previous frames for a multi-frame model
+    released = tmp_path / "release"
+    assert main(["release", "--config", config, "--checkpoint", str(tmp_path / "run" / "best.pt"), "--out",
+                 str(released)]) == 0
+    engine = OnnxRuntimeDetector(released / "model.onnx")
+    assert engine.frames == previous_frames + 1
+    engine.close()
 
 
 # ------------------------------------------------------------------------------------------------------ errors

@@ -233,12 +233,22 @@ def load_trained_detector(config: TrainConfig, checkpoint: str):
 
 
 def verification_frame(config: TrainConfig) -> tuple[np.ndarray, str]:
-    """The first image of data.test_split, or a seeded noise frame of the input size when the data is absent."""
+    """The first image of data.test_split (for clips: the 11th frame of its first clip, with the model's previous
+    frames before it as [F, H, W] for a multi-frame model), or seeded noise of the input size without the data."""
     from training.densesirst import DenseSirst
+    from training.sequences import ClipSequences, read_clip_split
 
-    if config.data.root_path.is_dir():
+    previous = config.model_config().get("input", {}).get("previous_frames", 0)
+    if config.data.kind == "clips" and config.data.clips_root_path.is_dir():
+        clip = read_clip_split(config.data.clip_split_path)[config.data.test_split][0]
+        sequences = ClipSequences(config.data.clips_root_path, [clip], previous)
+        index = min(10, len(sequences) - 1)
+        frames = sequences[index].frames
+        return (frames if previous else frames[0]), f"clip {clip} frame {index + 1}"
+    if config.data.kind == "densesirst" and config.data.root_path.is_dir():
         dataset = DenseSirst(config.data.root_path, config.data.test_split, with_masks=False)
         return dataset[0].image, f"{config.data.test_split} image {dataset.ids[0]}"
     width, height = config.data.input_size
-    frame = np.random.default_rng(0).integers(0, 256, (height, width), dtype=np.uint8)
-    return frame, f"a noise frame (data.root {config.data.root_path} not found)"
+    shape = (previous + 1, height, width) if previous else (height, width)
+    frame = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    return frame, "a noise frame (the data set is not found)"
