@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -71,12 +72,20 @@ def variant_names(frames: int) -> list[str]:
     return [f"{neck}_k{k}" for k in (0, frames) for neck in NECKS]
 
 
+def parse_variant(name: str) -> tuple[str, int, int] | None:
+    """'<neck>_k<frames>[_s<seed>]' -> (neck, k, seed); None for anything else."""
+    match = re.fullmatch(r"(\w+?)_k(\d+)(?:_s(\d+))?", name)
+    if match is None or match[1] not in NECKS:
+        return None
+    return match[1], int(match[2]), int(match[3] or 0)
+
+
 def model_config(variant: str) -> dict:
     """bpfpn_tiny's config with the variant's neck switches and previous frames."""
-    neck, k = variant.rsplit("_k", 1)
+    neck, k, _ = parse_variant(variant)
     config = yaml.safe_load(MODEL_CONFIG.read_text())
     config["name"] = f"bpfpn_tiny_{variant}"
-    config["input"]["previous_frames"] = int(k)
+    config["input"]["previous_frames"] = k
     for part, values in NECKS[neck].items():
         config["neck"][part].update(values)
     return config
@@ -89,6 +98,7 @@ def train_config(variant: str, run_dir: Path, epochs: int) -> TrainConfig:
     model_path.write_text(yaml.safe_dump(model_config(variant), sort_keys=False))
     return load_train_config(TRAIN_CONFIG, [
         f"name={variant}", f"model={model_path}", "data.val_split=null", f"schedule.epochs={epochs}",
+        f"loop.seed={parse_variant(variant)[2]}",
         f"schedule.milestones=[{epochs - 1}]", f"output.dir={run_dir}"])
 
 
@@ -231,7 +241,7 @@ def plot(results: dict, path: Path) -> None:
     FigureCanvasAgg(figure)
     for index, (title, values) in enumerate(panels):
         axes = figure.add_subplot(2, 2, index + 1)
-        colours = ["tab:blue" if name.endswith("_k0") else "tab:orange" for name in names]
+        colours = ["tab:blue" if parse_variant(name)[1] == 0 else "tab:orange" for name in names]
         axes.bar(range(len(names)), values, color=colours)
         axes.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
         axes.set_title(title, fontsize=10)
@@ -249,16 +259,19 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4,
                         help="training epochs per variant (397 iterations of batch 8 each; lr x0.1 for the last)")
     parser.add_argument("--frames", type=int, default=2, help="k, the previous frames of the multi-frame rows")
-    parser.add_argument("--variants", nargs="+", help="only these variants (default: all, k=0 then k frames)")
+    parser.add_argument("--variants", nargs="+",
+                        help="only these variants, <neck>_k<frames>[_s<seed>] (default: every neck with k=0, then "
+                             "with k=FRAMES, seed 0); a seed suffix repeats a variant to show the seed-to-seed spread")
     parser.add_argument("--train-only", action="store_true", help="train the variants, score nothing")
     parser.add_argument("--scores-only", action="store_true",
                         help="train and score the variants (cached in their run folders), time nothing, write nothing")
     parser.add_argument("--clips", type=int, help="score on the first CLIPS val clips only (a quick look)")
     args = parser.parse_args()
     names = args.variants or variant_names(args.frames)
-    unknown = [n for n in names if n.rsplit("_k", 1)[0] not in NECKS or not n.rsplit("_k", 1)[-1].isdigit()]
+    unknown = [n for n in names if parse_variant(n) is None]
     if unknown:
-        parser.error(f"unknown variants {unknown}: use <neck>_k<frames> with neck one of {', '.join(NECKS)}")
+        parser.error(f"unknown variants {unknown}: use <neck>_k<frames>, or <neck>_k<frames>_s<seed> for another "
+                     f"seed than 0, with neck one of {', '.join(NECKS)}")
     configs = {name: train_variant(name, args.runs / name, args.epochs) for name in names}
     if args.train_only:
         return
@@ -270,7 +283,7 @@ def main() -> None:
         "machine": machine(("torch", "onnxruntime"))}
     sets: dict[int, KeepRatioTestSet] = {}
     for name, config in configs.items():
-        k = int(name.rsplit("_k", 1)[1])
+        k = parse_variant(name)[1]
         if k not in sets:
             sets = {k: val_frames(config, k, args.clips)}  # one frame set in memory at a time (k-sorted names reuse it)
         results["variants"][name] = detection_scores(config, args.runs / name, sets[k])
