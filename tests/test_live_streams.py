@@ -5,6 +5,7 @@ import http.server
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from itertools import islice
@@ -19,6 +20,7 @@ from pipeline.errors import UserError  # noqa: E402
 from pipeline.sources import SourceConfig, open_source  # noqa: E402
 from pipeline.sources.reconnect import ReconnectingSource  # noqa: E402
 from simulation import SyntheticScene, SyntheticSceneConfig  # noqa: E402
+from tests.conftest import REPO  # noqa: E402
 
 # The camera: a static SMPTE test card as RTP/JPEG, 30 frames/s.
 CAMERA = ("( videotestsrc is-live=true pattern=smpte ! video/x-raw,format=I420,width=160,height=120,framerate=30/1 "
@@ -31,55 +33,112 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def rtsp_server_modules():
+    """(GLib, GstRtspServer), or the test is skipped with what to install."""
+    gi = pytest.importorskip("gi", reason="needs PyGObject (pip install 'irst-track[gstreamer]')")
+    try:
+        gi.require_version("GstRtspServer", "1.0")
+        from gi.repository import GLib, GstRtspServer
+    except (ImportError, ValueError):
+        pytest.skip("needs gst-rtsp-server (apt-get install gir1.2-gst-rtsp-server-1.0)")
+    from pipeline.sources.gstreamer import gst_modules
+
+    gst_modules()
+    return GLib, GstRtspServer
+
+
 class RtspCamera:
-    """gst-rtsp-server serving CAMERA at rtsp://127.0.0.1:PORT/cam on its own GLib main loop thread."""
+    """gst-rtsp-server serving CAMERA at rtsp://127.0.0.1:PORT/cam, its listening socket and every client connection
+    served by one GLib main loop thread of its own.
+
+    The server's thread pool gets max-threads=0 so that clients are served on that loop rather than on
+    gst-rtsp-server's pooled client threads: gst_rtsp_client_close() (GStreamer 1.22) is not safe against the
+    client's own watch, and closing a client from another thread while its thread is reading a request leaves that
+    thread spinning on the closed connection until the process exits, printing g_pollable_input_stream_read_nonblocking
+    CRITICALs. On one thread a close can only happen between two reads.
+    """
 
     def __init__(self):
-        gi = pytest.importorskip("gi", reason="needs PyGObject (pip install 'irst-track[gstreamer]')")
-        try:
-            gi.require_version("GstRtspServer", "1.0")
-            from gi.repository import GLib, GstRtspServer
-        except (ImportError, ValueError):
-            pytest.skip("needs gst-rtsp-server (apt-get install gir1.2-gst-rtsp-server-1.0)")
-        from pipeline.sources.gstreamer import gst_modules
-
-        gst_modules()
-        self.GLib, self.GstRtspServer = GLib, GstRtspServer
-        self.context = GLib.MainContext.new()
-        self.loop = GLib.MainLoop.new(self.context, False)
-        threading.Thread(target=self.loop.run, daemon=True).start()
+        self.GLib, self.GstRtspServer = rtsp_server_modules()
+        self.context = self.GLib.MainContext.new()
+        self.loop = self.GLib.MainLoop.new(self.context, False)
+        self.thread = threading.Thread(target=self.loop.run, name="rtsp-camera", daemon=True)
+        self.thread.start()
         self.port = free_port()
         self.url = f"rtsp://127.0.0.1:{self.port}/cam"
-        self.server = self.source_id = None
+        self.server = self.source = None
+        self.media = []
 
     def start(self):
         server = self.GstRtspServer.RTSPServer.new()
         server.set_address("127.0.0.1")
         server.set_service(str(self.port))
+        server.get_thread_pool().set_max_threads(0)  # clients on this loop (see the class docstring)
         factory = self.GstRtspServer.RTSPMediaFactory.new()
         factory.set_launch(CAMERA)
         factory.set_shared(True)
+        media = []
+        factory.connect("media-configure", lambda factory, medium: media.append(medium))
         server.get_mount_points().add_factory("/cam", factory)
-        self.server, self.source_id = server, server.attach(self.context)
+        source = server.create_source(None)
+        self.server, self.source, self.media = server, source, media
+        source.attach(self.context)
 
     def _on_loop(self, function):
-        done = threading.Event()
+        """``function()`` run on the loop thread, where the server and its clients live."""
+        done, result = threading.Event(), {}
+
+        def call(*_):
+            try:
+                result["value"] = function()
+            except Exception as err:  # re-raised in the caller
+                result["error"] = err
+            done.set()
+            return False
+
         source = self.GLib.idle_source_new()
-        source.set_callback(lambda *_: (function(), done.set(), False)[-1])
+        source.set_callback(call)
         source.attach(self.context)
-        assert done.wait(5)
+        if not done.wait(5):
+            source.destroy()
+            raise AssertionError("the RTSP camera's main loop did not answer within 5 s")
+        if "error" in result:
+            raise result["error"]
+        return result["value"]
+
+    @staticmethod
+    def _wait_until(condition, what: str, timeout_s: float = 5.0):
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"RTSP camera teardown: {what} after {timeout_s} s")
+            time.sleep(0.02)
 
     def stop(self):
-        """The camera goes away: clients are cut off and the port refuses connections."""
+        """The camera goes away: it stops listening (the port refuses connections), closes every client, and returns
+        once the server has let go of them all and the media pipeline is down."""
+        server, source, media = self.server, self.source, self.media
+        self.server = self.source = None
+        remove = self.GstRtspServer.RTSPFilterResult.REMOVE
+
         def cut():
-            self.server.client_filter(lambda server, client: self.GstRtspServer.RTSPFilterResult.REMOVE)
-            self.context.find_source_by_id(self.source_id).destroy()
+            source.destroy()  # first, so that no client arrives after the sweep
+            server.client_filter(lambda server, client: remove)
+
         self._on_loop(cut)
+        self._wait_until(lambda: self._on_loop(lambda: len(server.client_filter(None))) == 0,
+                         "clients still connected")
+        unprepared = self.GstRtspServer.RTSPMediaStatus.UNPREPARED
+        self._wait_until(lambda: all(m.get_status() == unprepared for m in media), "the media pipeline still runs")
+        assert source.is_destroyed()
 
     def close(self):
+        """Stop the camera and its loop thread; fails the test when anything outlives it."""
         if self.server is not None:
             self.stop()
         self.loop.quit()
+        self.thread.join(5)
+        assert not self.thread.is_alive(), "the RTSP camera's main loop thread is still running"
 
 
 @pytest.fixture
@@ -139,6 +198,44 @@ def test_rtsp_camera_that_goes_away_is_reconnected_and_the_outage_reported(camer
     (outage,) = source.outages
     assert outage["recovered"] and outage["attempts"] >= 2  # refused while down, then back
     assert 1.0 < outage["duration_s"] < 30
+
+
+def test_rtsp_requests_are_served_on_the_camera_loop_thread(camera):
+    """The camera closes clients on its loop thread, so they must be served there too (see RtspCamera)."""
+    threads = []
+    camera.server.connect("client-connected", lambda server, client: client.connect(
+        "options-request", lambda client, context: threads.append(threading.get_ident())))
+    with socket.create_connection(("127.0.0.1", camera.port), timeout=5) as sock:
+        sock.sendall(f"OPTIONS {camera.url} RTSP/1.0\r\nCSeq: 1\r\n\r\n".encode())
+        assert sock.recv(4096).startswith(b"RTSP/1.0 200 OK")
+    assert threads == [camera.thread.ident]
+
+
+def camera_goes_away_mid_stream_and_mid_request():
+    """A camera stopped while one client streams (unread) and the server is reading another's request, then cleaned
+    up; run by the test below in a process of its own."""
+    cam = RtspCamera()
+    cam.start()
+    source = open_source(SourceConfig(kind="stream", path=cam.url, id="cam"))
+    assert len(list(islice(source, 5))) == 5
+    with socket.create_connection(("127.0.0.1", cam.port)) as sock:
+        # A header line a quarter of a megabyte long, which the server reads a byte at a time for a good while.
+        sock.sendall(f"OPTIONS {cam.url} RTSP/1.0\r\nCSeq: 1\r\nX-Padding: ".encode() + b"a" * 2**18)
+        time.sleep(0.02)
+        cam.close()  # asserts that no client, media pipeline or loop thread is left
+    source.close()
+
+
+def test_rtsp_camera_teardown_leaves_nothing_running_and_logs_no_glib_criticals():
+    """A GLib thread left reading a closed client connection prints g_pollable_input_stream_read_nonblocking CRITICALs
+    until the process exits; run in a process of its own so that such a leak fails here, not as noise later."""
+    rtsp_server_modules()
+    script = "from tests.test_live_streams import camera_goes_away_mid_stream_and_mid_request as run; run()"
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    criticals = [line for line in proc.stderr.splitlines() if "CRITICAL" in line]
+    rest = "\n".join(line for line in proc.stderr.splitlines() if line.strip() and "CRITICAL" not in line)
+    assert proc.returncode == 0 and not criticals, (f"exit status {proc.returncode}, {len(criticals)} CRITICAL lines "
+                                                    f"{criticals[:1]}, the rest of stderr:\n{rest[-3000:]}")
 
 
 def test_sixteen_bit_ffv1_over_http_arrives_bit_exact(tmp_path):
