@@ -98,7 +98,7 @@ def main() -> None:
     curve = write_pr_curve(result, out.with_suffix(".png"), title=f"{onnx_path.parent.name} on DenseSIRST {args.split}")
     report = {
         "mAP07": round(result.ap_11point, 4), "mAP12": round(result.ap_area, 4), "recall": round(result.recall, 4),
-        "images": len(dataset), "boxes": int(result.num_gt), "model": str(onnx_path.relative_to(REPO))
+        "images": len(dataset), "boxes": int(result.num_gt), "model": str(onnx_path.resolve().relative_to(REPO))
         if onnx_path.resolve().is_relative_to(REPO) else str(onnx_path),
         "split": args.split, "input_size": list(size), "resize": resize_mode,
         "pd_fa_by_score_threshold": {threshold: {"pd": round(point["pd"], 4),

@@ -5,7 +5,8 @@ Versions: TensorRT 10 and 11, imported only here. Precision (``detector.tensorrt
 - TensorRT 10 builds an fp32 ONNX weakly typed, with the FP16 flag for fp16, and INT8 + FP16 for int8, calibrated
   by an entropy calibrator (IInt8EntropyCalibrator2) on real frames (``detector.tensorrt.calibration``);
 - TensorRT 11 is strongly typed only: fp16 builds an FP16 copy of the ONNX (engines/onnx_fp16.py), int8 needs an
-  ONNX that already holds Q/DQ nodes (explicit quantisation, e.g. NVIDIA ModelOpt);
+  ONNX that already holds Q/DQ nodes (explicit quantisation: ``train.py build-engine --precision int8`` or
+  ``--int8-onnx`` writes one, engines/onnx_int8.py);
 - an ONNX that is already fp16 or quantised is built strongly typed on both.
 Optimisation profile: batch 1 .. ``max_batch`` tuned for ``detector.batch_size`` (a fixed batch stays fixed);
 frames per input fixed at the model's F (1, or k + 1 for a multi-frame model, whose streams' previous frames the
@@ -80,8 +81,9 @@ def build_recipe(precision: str, tensorrt_major: int, onnx_kind: str) -> BuildRe
         return BuildRecipe(strongly_typed=tensorrt_major >= 11)
     if tensorrt_major >= 11:
         if precision == "int8":
-            raise UserError("TensorRT 11 takes INT8 only from Q/DQ nodes in the ONNX (explicit quantisation, e.g. "
-                            "with NVIDIA ModelOpt); quantise the ONNX, or build fp16")
+            raise UserError("TensorRT 11 takes INT8 only from Q/DQ nodes in the ONNX: build the plan with train.py "
+                            "build-engine --precision int8 (it quantises on real frames), or write a Q/DQ ONNX with "
+                            "--int8-onnx FILE and run that; or build fp16")
         return BuildRecipe(strongly_typed=True, convert_fp16=True)
     if precision == "fp16":
         return BuildRecipe(strongly_typed=False, flags=("FP16",))

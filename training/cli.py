@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +52,9 @@ def parser() -> argparse.ArgumentParser:
         "build-engine", parents=[common], help="TensorRT plan from an exported ONNX, into the engine cache",
         description="Check that TensorRT supports every operator of the ONNX, then build (or find in the cache) "
                     "the plan that detector.engine 'tensorrt' runs on this GPU. Needs the tensorrt extra and an "
-                    "NVIDIA GPU, except --fp16-onnx, which only writes the FP16 ONNX a strongly typed TensorRT "
-                    "(11) builds fp16 plans from.")
+                    "NVIDIA GPU, except --fp16-onnx and --int8-onnx, which only write the FP16 or INT8 (Q/DQ) ONNX "
+                    "a strongly typed TensorRT (11) builds fp16 or int8 plans from; ONNX Runtime runs both on the "
+                    "CPU.")
     build.add_argument("--onnx", required=True, metavar="PATH", help="exported ONNX, or a released model folder")
     build.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16",
                        help="plan precision (default: %(default)s; see engines/tensorrt_backend.py)")
@@ -62,13 +64,17 @@ def parser() -> argparse.ArgumentParser:
                                                            "width, e.g. 512x640")
     build.add_argument("--cache-dir", help="engine cache folder (default: detector.tensorrt.cache_dir's default)")
     build.add_argument("--calibration", metavar="SOURCE",
-                       help="int8 on TensorRT 10: video, image folder or sequence of real frames to calibrate on "
-                            "(default: the images of data.train_split)")
+                       help="int8 (TensorRT 10's calibrator, TensorRT 11's Q/DQ ONNX, --int8-onnx): video, image "
+                            "folder or sequence of real frames to calibrate on (default: the images of "
+                            "data.train_split)")
     build.add_argument("--calibration-frames", type=int, default=256, help="int8: frames to calibrate on")
     build.add_argument("--out", metavar="FILE", help="also copy the plan (and its .json) here")
     build.add_argument("--rebuild", action="store_true", help="build even when the cache has the plan")
     build.add_argument("--fp16-onnx", metavar="FILE", help="only write the FP16 ONNX (checked against the fp32 one "
                                                            "in ONNX Runtime) and stop")
+    build.add_argument("--int8-onnx", metavar="FILE",
+                       help="only write the INT8 ONNX with Q/DQ nodes (engines/onnx_int8.py; calibrated as int8 plans "
+                            "are, at --input-size; checked against the fp32 one in ONNX Runtime) and stop")
     return p
 
 
@@ -151,7 +157,8 @@ def build_engine(args: argparse.Namespace, config: TrainConfig) -> int:
     if onnx is None or not onnx.is_file():
         raise UserError(f"--onnx {args.onnx}: no ONNX file there (give an .onnx written by train.py export, or a "
                         "released model folder holding model.onnx)")
-    problems = tensorrt_problems(load_onnx(onnx))
+    model = load_onnx(onnx)
+    problems = tensorrt_problems(model)
     if problems:
         raise UserError(f"{onnx} cannot be built by TensorRT: " + "; ".join(problems))
     if args.fp16_onnx:
@@ -169,13 +176,23 @@ def build_engine(args: argparse.Namespace, config: TrainConfig) -> int:
         options["cache_dir"] = args.cache_dir
     detector_config = build(DetectorConfig, {"engine": "tensorrt", "weights": str(onnx), "batch_size": args.batch_size,
                                              "tensorrt": options}, "detector")
-    from engines.tensorrt_backend import ensure_plan, import_tensorrt, open_buffers
+    if args.int8_onnx:
+        difference = write_int8(onnx, Path(args.int8_onnx), config, detector_config)
+        print(f"wrote {args.int8_onnx}; its best scores on a calibration frame differ from the fp32 model's by at most "
+              f"{difference:.2g}", file=sys.stderr)
+        return 0
+    from engines.tensorrt_backend import ensure_plan, import_tensorrt, onnx_precision, open_buffers, tensorrt_major
 
-    import_tensorrt()
-    frames = None
-    if args.precision == "int8" and args.calibration is None:
-        frames = calibration_frames(config, args.calibration_frames)
-    record = ensure_plan(onnx, detector_config, open_buffers(), calibration=frames, rebuild=args.rebuild)
+    trt = import_tensorrt()
+    buffers = open_buffers()
+    frames = int8_onnx = None
+    if args.precision == "int8" and onnx_precision(model) == "fp32":
+        if tensorrt_major(trt) >= 11:  # strongly typed: int8 only from Q/DQ nodes in the ONNX
+            onnx = int8_onnx = cached_int8_onnx(onnx, config, detector_config, args.rebuild)
+            detector_config = replace(detector_config, weights=str(onnx))
+        elif args.calibration is None:
+            frames = calibration_frames(config, args.calibration_frames)
+    record = ensure_plan(onnx, detector_config, buffers, calibration=frames, rebuild=args.rebuild)
     if args.out:
         import shutil
 
@@ -185,7 +202,8 @@ def build_engine(args: argparse.Namespace, config: TrainConfig) -> int:
         shutil.copyfile(record.sidecar, out.with_suffix(".json"))
     print(f"TensorRT {record.key.tensorrt} {record.key.precision} plan for {record.key.gpu}: {record.plan}"
           + (f" (copied to {args.out})" if args.out else "") + f"; profile min {list(record.key.profile.min)}, "
-          f"opt {list(record.key.profile.opt)}, max {list(record.key.profile.max)}", file=sys.stderr)
+          f"opt {list(record.key.profile.opt)}, max {list(record.key.profile.max)}"
+          + (f"; built from the INT8 ONNX {int8_onnx}" if int8_onnx else ""), file=sys.stderr)
     return 0
 
 
@@ -196,6 +214,47 @@ def parse_size(text: str) -> list[int]:
     except ValueError:
         raise UserError(f"--input-size {text!r}: expected HEIGHTxWIDTH, e.g. 512x640") from None
     return [height, width]
+
+
+def write_int8(onnx: Path, out: Path, config: TrainConfig, detector_config) -> float:
+    """Write the INT8 (Q/DQ) ONNX of ``onnx`` (engines/onnx_int8.py), calibrated on the frames and at the size
+    TensorRT 10's calibrator would use; return write_int8_onnx's check."""
+    from engines.onnx_int8 import write_int8_onnx
+    from engines.tensorrt_backend import read_calibration_frames
+
+    options = detector_config.tensorrt
+    frames = (read_calibration_frames(options) if options.calibration
+              else calibration_frames(config, options.calibration_frames))
+    return write_int8_onnx(onnx, out, frames, int8_input_size(onnx, detector_config))
+
+
+def int8_input_size(onnx: Path, detector_config) -> tuple[int, int]:
+    """(height, width) INT8 calibration runs at: the plan profile's optimum (detector.tensorrt.input_size for a
+    dynamic-size ONNX, else its own size), as TensorRT 10's calibrator."""
+    from engines.onnxruntime_backend import contract_spec
+    from engines.tensorrt_backend import plan_profile
+
+    profile = plan_profile(contract_spec(onnx, detector_config), detector_config.tensorrt, detector_config.batch_size)
+    return profile.opt[2], profile.opt[3]
+
+
+def cached_int8_onnx(onnx: Path, config: TrainConfig, detector_config, rebuild: bool) -> Path:
+    """The INT8 ONNX TensorRT 11 builds int8 plans of ``onnx`` from: kept in the engine cache beside the plans, named
+    by the fp32 ONNX's hash and the calibration (source, frames, size), and written only when missing or on
+    --rebuild, since calibration takes minutes."""
+    import hashlib
+
+    from engines.engine_cache import file_sha256
+
+    options = detector_config.tensorrt
+    source = options.calibration or f"{config.data.root_path.resolve()} {config.data.train_split}"
+    calibration = f"{file_sha256(onnx)} {source} {options.calibration_frames} {int8_input_size(onnx, detector_config)}"
+    name = onnx.parent.name if onnx.stem == "model" else onnx.stem
+    digest = hashlib.sha256(calibration.encode()).hexdigest()[:16]
+    path = Path(options.cache_dir).expanduser() / f"{name}-int8-{digest}.onnx"
+    if rebuild or not path.is_file():
+        write_int8(onnx, path, config, detector_config)
+    return path
 
 
 def calibration_frames(config: TrainConfig, count: int) -> list[np.ndarray]:
