@@ -247,6 +247,8 @@ def plot(results: dict, path: Path) -> None:
         axes.set_title(title, fontsize=10)
         for x, value in enumerate(values):
             axes.text(x, value, f"{value:.3g}", ha="center", va="bottom", fontsize=7)
+        low, high = min(values), max(values)
+        axes.set_ylim(max(0.0, low - 0.5 * (high - low) - 0.02 * high), high + 0.15 * (high - low) + 0.02 * high)
     figure.suptitle("BP-FPN ablation on the Halmstad val clips (blue: 1 frame, orange: k previous frames too)")
     figure.savefig(path, dpi=110)
 
