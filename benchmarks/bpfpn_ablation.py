@@ -27,6 +27,7 @@ import argparse
 import json
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -178,13 +179,14 @@ def tracking_scores(test_set: KeepRatioTestSet, detections: list[Detections], th
         "num_switches": int(metrics["num_switches"]), "score_threshold": threshold}
 
 
-def cost(detector, run_dir: Path, size: tuple[int, int]) -> dict:
-    """Parameters, FLOPs per frame (from the exported ONNX) and ONNX Runtime latency at batch 1, ``size`` (w, h)."""
+def cost(detector, onnx_path: Path, size: tuple[int, int]) -> dict:
+    """Parameters, FLOPs per frame (from the ONNX it exports to ``onnx_path``) and ONNX Runtime latency at batch 1,
+    ``size`` (w, h)."""
     import onnxruntime
 
     from engines.onnx_graph import count_macs
 
-    path = export_onnx(detector, run_dir / "model.onnx")
+    path = export_onnx(detector, onnx_path)
     width, height = size
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     images = np.random.default_rng(0).random((1, detector.frames, height, width), dtype=np.float32)
@@ -203,14 +205,14 @@ def cost(detector, run_dir: Path, size: tuple[int, int]) -> dict:
             "latency_ms_p90": round(float(np.percentile(times, 90)), 3)}
 
 
-def detection_scores(config: TrainConfig, run_dir: Path, test_set: KeepRatioTestSet) -> dict:
-    """AP50, Pd at the FALSE_ALARM_RATES and the tracker's scores of ``run_dir``'s last.pt on ``test_set``, kept in
-    ``run_dir``/scores.json for as long as last.pt and the scored clips are the same."""
-    last = run_dir / "last.pt"
-    cache, key = run_dir / "scores.json", {"checkpoint_mtime_ns": last.stat().st_mtime_ns, "frames": len(test_set)}
-    if cache.exists() and (cached := json.loads(cache.read_text())).get("key") == key:
+def detection_scores(config: TrainConfig, checkpoint: Path, test_set: KeepRatioTestSet,
+                     cache: Path | None = None) -> dict:
+    """AP50, Pd at the FALSE_ALARM_RATES and the tracker's scores of ``checkpoint`` on ``test_set``, kept in
+    ``cache`` (a JSON file) for as long as the checkpoint and the scored clips are the same."""
+    key = {"checkpoint_mtime_ns": checkpoint.stat().st_mtime_ns, "frames": len(test_set)}
+    if cache is not None and cache.exists() and (cached := json.loads(cache.read_text())).get("key") == key:
         return cached["scores"]
-    detector, contents = load_trained_detector(config, str(last))
+    detector, contents = load_trained_detector(config, str(checkpoint))
     detections = predict(detector_candidates(detector), test_set, batch_size=16, num_workers=0,
                          device=torch.device("cpu"), nms_iou=config.evaluation.nms_iou,
                          max_detections=config.evaluation.max_detections, label=f"scoring {config.name}")
@@ -218,11 +220,12 @@ def detection_scores(config: TrainConfig, run_dir: Path, test_set: KeepRatioTest
     ap = coco_average_precision(detections, gt, iou_threshold=0.5)
     sweep, at_rate = operating_points(detections, gt)
     threshold = tracking_threshold(sweep)
-    scores = {"iterations": contents["iteration"], "AP50": round(ap.ap, 4), "recall": round(ap.recall, 4),
+    scores = {"iterations": contents.get("iteration"), "AP50": round(ap.ap, 4), "recall": round(ap.recall, 4),
               "pd_at_false_alarms_per_frame": at_rate,
               "tracking": None if threshold is None else tracking_scores(test_set, detections, threshold),
               "sweep": sweep}
-    cache.write_text(json.dumps({"key": key, "scores": scores}, indent=1) + "\n")
+    if cache is not None:
+        cache.write_text(json.dumps({"key": key, "scores": scores}, indent=1) + "\n")
     return scores
 
 
@@ -241,7 +244,8 @@ def plot(results: dict, path: Path) -> None:
     FigureCanvasAgg(figure)
     for index, (title, values) in enumerate(panels):
         axes = figure.add_subplot(2, 2, index + 1)
-        colours = ["tab:blue" if parse_variant(name)[1] == 0 else "tab:orange" for name in names]
+        colours = ["tab:green" if parse_variant(name) is None else
+                   "tab:blue" if parse_variant(name)[1] == 0 else "tab:orange" for name in names]
         axes.bar(range(len(names)), values, color=colours)
         axes.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
         axes.set_title(title, fontsize=10)
@@ -249,7 +253,8 @@ def plot(results: dict, path: Path) -> None:
             axes.text(x, value, f"{value:.3g}", ha="center", va="bottom", fontsize=7)
         low, high = min(values), max(values)
         axes.set_ylim(max(0.0, low - 0.5 * (high - low) - 0.02 * high), high + 0.15 * (high - low) + 0.02 * high)
-    figure.suptitle("BP-FPN ablation on the Halmstad val clips (blue: 1 frame, orange: k previous frames too)")
+    figure.suptitle("BP-FPN ablation on the Halmstad val clips (blue: 1 frame, orange: k previous frames too, "
+                    "green: the released model)")
     figure.savefig(path, dpi=110)
 
 
@@ -267,6 +272,8 @@ def main() -> None:
     parser.add_argument("--train-only", action="store_true", help="train the variants, score nothing")
     parser.add_argument("--scores-only", action="store_true",
                         help="train and score the variants (cached in their run folders), time nothing, write nothing")
+    parser.add_argument("--release", type=Path,
+                        help="also score this released model folder (model.pt, train_config.yaml) the same way")
     parser.add_argument("--clips", type=int, help="score on the first CLIPS val clips only (a quick look)")
     args = parser.parse_args()
     names = args.variants or variant_names(args.frames)
@@ -283,25 +290,34 @@ def main() -> None:
         "tracker_match_distance_px": TRACK_MATCH_PX, "tracking_false_alarms_per_frame": TRACKING_FALSE_ALARMS,
         "command": " ".join(["python benchmarks/bpfpn_ablation.py", *sys.argv[1:]])},
         "machine": machine(("torch", "onnxruntime"))}
+    # name -> (config, checkpoint, frames k, score cache); the released model last, scored the same way
+    rows = {name: (config, args.runs / name / "last.pt", parse_variant(name)[1], args.runs / name / "scores.json")
+            for name, config in configs.items()}
+    if args.release:
+        config = load_train_config(args.release / "train_config.yaml")
+        rows[f"released {args.release.name}"] = (config, args.release / "model.pt",
+                                                 config.model_config()["input"].get("previous_frames", 0), None)
     sets: dict[int, KeepRatioTestSet] = {}
-    for name, config in configs.items():
-        k = parse_variant(name)[1]
+    for name, (config, checkpoint, k, cache) in rows.items():
         if k not in sets:
             sets = {k: val_frames(config, k, args.clips)}  # one frame set in memory at a time (k-sorted names reuse it)
-        results["variants"][name] = detection_scores(config, args.runs / name, sets[k])
+        results["variants"][name] = detection_scores(config, checkpoint, sets[k], cache)
         results["settings"]["val_clips"] = len(sets[k].dataset.sequences.clips)
         results["settings"]["frames"] = len(sets[k])
     if args.scores_only:
         return
     sets.clear()
-    for name, config in configs.items():  # after all scoring, so every latency is timed on the same quiet machine
-        detector, _ = load_trained_detector(config, str(args.runs / name / "last.pt"))
-        row = results["variants"][name] | cost(detector, args.runs / name, tuple(config.data.input_size))
-        results["variants"][name] = row
-        pd = row["pd_at_false_alarms_per_frame"][str(TRACKING_FALSE_ALARMS)]
-        print(f"{name:18s} AP50 {row['AP50']:.3f}  Pd@{TRACKING_FALSE_ALARMS}FA {pd if pd is not None else float('nan'):.3f}"
-              f"  IDF1 {(row['tracking'] or {'IDF1': float('nan')})['IDF1']:.3f}  {row['gflops']:.3f} GFLOPs  "
-              f"{row['latency_ms_p50']:.2f} ms", flush=True)
+    with tempfile.TemporaryDirectory() as exports:
+        for name, (config, checkpoint, _, _) in rows.items():  # last, so every latency is timed on a quiet machine
+            detector, _ = load_trained_detector(config, str(checkpoint))
+            row = results["variants"][name] | cost(detector, Path(exports) / "model.onnx",
+                                                   tuple(config.data.input_size))
+            results["variants"][name] = row
+            pd = row["pd_at_false_alarms_per_frame"][str(TRACKING_FALSE_ALARMS)]
+            print(f"{name:24s} AP50 {row['AP50']:.3f}  Pd@{TRACKING_FALSE_ALARMS}FA "
+                  f"{pd if pd is not None else float('nan'):.3f}  IDF1 "
+                  f"{(row['tracking'] or {'IDF1': float('nan')})['IDF1']:.3f}  {row['gflops']:.3f} GFLOPs  "
+                  f"{row['latency_ms_p50']:.2f} ms", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")
