@@ -272,8 +272,8 @@ def main() -> None:
     parser.add_argument("--train-only", action="store_true", help="train the variants, score nothing")
     parser.add_argument("--scores-only", action="store_true",
                         help="train and score the variants (cached in their run folders), time nothing, write nothing")
-    parser.add_argument("--release", type=Path,
-                        help="also score this released model folder (model.pt, train_config.yaml) the same way")
+    parser.add_argument("--release", type=Path, nargs="+", default=[],
+                        help="also score these released model folders (model.pt, train_config.yaml) the same way")
     parser.add_argument("--clips", type=int, help="score on the first CLIPS val clips only (a quick look)")
     args = parser.parse_args()
     names = args.variants or variant_names(args.frames)
@@ -290,13 +290,13 @@ def main() -> None:
         "tracker_match_distance_px": TRACK_MATCH_PX, "tracking_false_alarms_per_frame": TRACKING_FALSE_ALARMS,
         "command": " ".join(["python benchmarks/bpfpn_ablation.py", *sys.argv[1:]])},
         "machine": machine(("torch", "onnxruntime"))}
-    # name -> (config, checkpoint, frames k, score cache); the released model last, scored the same way
+    # name -> (config, checkpoint, frames k, score cache); the released models last, scored the same way
     rows = {name: (config, args.runs / name / "last.pt", parse_variant(name)[1], args.runs / name / "scores.json")
             for name, config in configs.items()}
-    if args.release:
-        config = load_train_config(args.release / "train_config.yaml")
-        rows[f"released {args.release.name}"] = (config, args.release / "model.pt",
-                                                 config.model_config()["input"].get("previous_frames", 0), None)
+    for release in args.release:
+        config = load_train_config(release / "train_config.yaml")
+        rows[f"released {release.name}"] = (config, release / "model.pt",
+                                            config.model_config()["input"].get("previous_frames", 0), None)
     sets: dict[int, KeepRatioTestSet] = {}
     for name, (config, checkpoint, k, cache) in rows.items():
         if k not in sets:
