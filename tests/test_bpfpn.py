@@ -296,9 +296,11 @@ def test_bpfpn_multi_frame_exports_to_onnx_with_parity(tmp_path):
         np.testing.assert_allclose(onnx_scores, scores.numpy(), rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(onnx_boxes, boxes.numpy(), rtol=1e-4, atol=1e-4)
 
-    # today's engines take one frame per input: they refuse a multi-frame file clearly (models/export.py)
-    with pytest.raises(UserError, match="engine contract.*images"):
-        OnnxRuntimeDetector(path, DetectorConfig(engine="onnxruntime", weights=str(path)))
+    # the engine reads the frame count from the metadata and keeps that many frames per stream
+    # (tests/test_multiframe_engine.py checks its detections)
+    engine = OnnxRuntimeDetector(path, DetectorConfig(engine="onnxruntime", weights=str(path)))
+    assert engine.frames == 3
+    engine.close()
 
 
 # ---------------------------------------------------------------------------------------------------------------
