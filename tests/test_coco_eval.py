@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from pipeline.types import Detections
-from training.coco_eval import box_iou, coco_average_precision
+from engines.postprocess import box_iou
+from training.coco_eval import coco_average_precision
 
 
 def dets(boxes, scores) -> Detections:
@@ -18,8 +19,8 @@ def dets(boxes, scores) -> Detections:
 
 def test_iou_has_no_plus_one():
     # [0,0,4,4] (16 px) and [2,0,6,4] (16 px) share 2 x 4 = 8 px: IoU 8 / 24.
-    assert box_iou(np.array([[0, 0, 4, 4.]]), np.array([[2, 0, 6, 4.]]))[0, 0] == pytest.approx(1 / 3)
-    assert box_iou(np.array([[0, 0, 4, 4.]]), np.array([[4, 0, 8, 4.]]))[0, 0] == 0
+    assert box_iou(np.array([0, 0, 4, 4.]), np.array([[2, 0, 6, 4.]]))[0] == pytest.approx(1 / 3)
+    assert box_iou(np.array([0, 0, 4, 4.]), np.array([[4, 0, 8, 4.]]))[0] == 0
 
 
 def test_hand_computed_ap():

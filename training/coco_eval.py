@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engines.postprocess import box_iou
 from pipeline.types import Detections
 
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
@@ -23,16 +24,6 @@ class CocoResult:
     recall: float   # final recall over all kept detections
     num_gt: int
     num_detections: int
-
-
-def box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
-    """IoU [A, B] of continuous x1, y1, x2, y2 boxes."""
-    top_left = np.maximum(boxes_a[:, None, :2], boxes_b[None, :, :2])
-    bottom_right = np.minimum(boxes_a[:, None, 2:], boxes_b[None, :, 2:])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
-    area_a = np.prod(boxes_a[:, 2:] - boxes_a[:, :2], axis=1)
-    area_b = np.prod(boxes_b[:, 2:] - boxes_b[:, :2], axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, np.finfo(np.float64).eps)
 
 
 def coco_average_precision(detections: Sequence[Detections], gt_boxes: Sequence[np.ndarray],
@@ -48,7 +39,7 @@ def coco_average_precision(detections: Sequence[Detections], gt_boxes: Sequence[
         order = np.argsort(-image_scores, kind="mergesort")[:max_detections]
         boxes = np.asarray(found.boxes, np.float64).reshape(-1, 4)[order]
         scores.append(image_scores[order])
-        matched.append(_match_greedy(box_iou(boxes, gt), iou_threshold))
+        matched.append(_match_greedy(boxes, gt, iou_threshold))
         num_gt += len(gt)
     all_scores = np.concatenate(scores) if scores else np.zeros(0)
     if num_gt == 0:
@@ -63,12 +54,12 @@ def coco_average_precision(detections: Sequence[Detections], gt_boxes: Sequence[
     return CocoResult(float(sampled.mean()), float(recalls[-1]) if len(recalls) else 0.0, num_gt, len(all_scores))
 
 
-def _match_greedy(ious: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """True-positive flags of detections (rows, best score first) each taking its best unmatched gt (columns)."""
-    taken = np.zeros(ious.shape[1], bool)
-    hits = np.zeros(ious.shape[0], bool)
-    for row in range(ious.shape[0]):
-        candidates = np.where(taken, -1.0, ious[row])
+def _match_greedy(boxes: np.ndarray, gt: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """True-positive flags of ``boxes`` (best score first), each taking its best unmatched ``gt`` box."""
+    taken = np.zeros(len(gt), bool)
+    hits = np.zeros(len(boxes), bool)
+    for row, box in enumerate(boxes):
+        candidates = np.where(taken, -1.0, box_iou(box, gt))
         if candidates.size and candidates.max() >= min(iou_threshold, 1 - 1e-10):
             best = int(candidates.argmax())
             taken[best] = hits[row] = True
