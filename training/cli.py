@@ -177,7 +177,8 @@ def build_engine(args: argparse.Namespace, config: TrainConfig) -> int:
     detector_config = build(DetectorConfig, {"engine": "tensorrt", "weights": str(onnx), "batch_size": args.batch_size,
                                              "tensorrt": options}, "detector")
     if args.int8_onnx:
-        difference = write_int8(onnx, Path(args.int8_onnx), config, detector_config)
+        difference = write_int8(onnx, Path(args.int8_onnx), config, detector_config,
+                                int8_input_size(onnx, detector_config))
         print(f"wrote {args.int8_onnx}; its best scores on a calibration frame differ from the fp32 model's by at most "
               f"{difference:.2g}", file=sys.stderr)
         return 0
@@ -216,16 +217,17 @@ def parse_size(text: str) -> list[int]:
     return [height, width]
 
 
-def write_int8(onnx: Path, out: Path, config: TrainConfig, detector_config) -> float:
-    """Write the INT8 (Q/DQ) ONNX of ``onnx`` (engines/onnx_int8.py), calibrated on the frames and at the size
-    TensorRT 10's calibrator would use; return write_int8_onnx's check."""
+def write_int8(onnx: Path, out: Path, config: TrainConfig, detector_config,
+               input_size: tuple[int, int]) -> float:
+    """Write the INT8 (Q/DQ) ONNX of ``onnx`` (engines/onnx_int8.py), calibrated on the frames TensorRT 10's
+    calibrator would use, at ``input_size`` (int8_input_size); return write_int8_onnx's check."""
     from engines.onnx_int8 import write_int8_onnx
     from engines.tensorrt_backend import read_calibration_frames
 
     options = detector_config.tensorrt
     frames = (read_calibration_frames(options) if options.calibration
               else calibration_frames(config, options.calibration_frames))
-    return write_int8_onnx(onnx, out, frames, int8_input_size(onnx, detector_config))
+    return write_int8_onnx(onnx, out, frames, input_size)
 
 
 def int8_input_size(onnx: Path, detector_config) -> tuple[int, int]:
@@ -248,12 +250,13 @@ def cached_int8_onnx(onnx: Path, config: TrainConfig, detector_config, rebuild: 
 
     options = detector_config.tensorrt
     source = options.calibration or f"{config.data.root_path.resolve()} {config.data.train_split}"
-    calibration = f"{file_sha256(onnx)} {source} {options.calibration_frames} {int8_input_size(onnx, detector_config)}"
+    size = int8_input_size(onnx, detector_config)
+    calibration = f"{file_sha256(onnx)} {source} {options.calibration_frames} {size}"
     name = onnx.parent.name if onnx.stem == "model" else onnx.stem
     digest = hashlib.sha256(calibration.encode()).hexdigest()[:16]
     path = Path(options.cache_dir).expanduser() / f"{name}-int8-{digest}.onnx"
     if rebuild or not path.is_file():
-        write_int8(onnx, path, config, detector_config)
+        write_int8(onnx, path, config, detector_config, size)
     return path
 
 
