@@ -28,7 +28,6 @@ import json
 import re
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +37,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from common import machine  # noqa: E402
+from common import latencies_ms, machine  # noqa: E402
 from models.export import export_onnx  # noqa: E402
 from pipeline.evaluation.tracking import evaluate_tracking  # noqa: E402
 from pipeline.types import Detections  # noqa: E402
@@ -190,13 +189,7 @@ def cost(detector, onnx_path: Path, size: tuple[int, int]) -> dict:
     width, height = size
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     images = np.random.default_rng(0).random((1, detector.frames, height, width), dtype=np.float32)
-    for _ in range(10):
-        session.run(None, {"images": images})
-    times = []
-    for _ in range(LATENCY_RUNS):
-        start = time.perf_counter()
-        session.run(None, {"images": images})
-        times.append(1e3 * (time.perf_counter() - start))
+    times = latencies_ms(lambda _: session.run(None, {"images": images}), LATENCY_RUNS, warmup=10)
     training_only = detector.neck.regularizer
     return {"params": sum(p.numel() for p in detector.parameters()),
             "training_only_params": 0 if training_only is None else sum(p.numel() for p in training_only.parameters()),

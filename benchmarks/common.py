@@ -1,9 +1,11 @@
-"""What the benchmarks share: the machine record next to their numbers, and a source replaying frames from memory."""
+"""What the benchmarks share: the machine record next to their numbers, a timing loop, and a source replaying
+frames from memory."""
 from __future__ import annotations
 
 import os
 import platform
 import time
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
@@ -25,6 +27,18 @@ def machine(packages: tuple[str, ...] = (), **extra) -> dict:
             info[package] = None
     info.update(extra)
     return info
+
+
+def latencies_ms(run: Callable[[int], object], runs: int, warmup: int) -> np.ndarray:
+    """Milliseconds of each of ``runs`` timed calls ``run(i)`` (i = 0 ..), after ``warmup`` untimed calls."""
+    for index in range(warmup):
+        run(index)
+    times = np.empty(runs)
+    for index in range(runs):
+        start = time.perf_counter()
+        run(index)
+        times[index] = 1e3 * (time.perf_counter() - start)
+    return times
 
 
 class ReplaySource:

@@ -20,7 +20,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from common import machine  # noqa: E402
+from common import latencies_ms, machine  # noqa: E402
 from engines import create_detector  # noqa: E402
 from engines.availability import cuda_available, installed  # noqa: E402
 from engines.config import DetectorConfig  # noqa: E402
@@ -48,13 +47,7 @@ def peak_macs() -> int:
 
 
 def median_seconds(run, repeats: int) -> float:
-    run()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return float(np.median(latencies_ms(lambda _: run(), repeats, warmup=1))) / 1e3
 
 
 def conv_onnx(path: Path, fp16: bool = False) -> Path:
@@ -182,13 +175,7 @@ def models(args, folder: Path) -> list[dict]:
 
 
 def measure(detector, frames: list[np.ndarray], batches: list[int], latency_runs: int, repeats: int) -> dict:
-    for _ in range(3):
-        detector.detect(frames[:1])
-    latencies = []
-    for index in range(latency_runs):
-        start = time.perf_counter()
-        detector.detect([frames[index % len(frames)]])
-        latencies.append(1e3 * (time.perf_counter() - start))
+    latencies = latencies_ms(lambda index: detector.detect([frames[index % len(frames)]]), latency_runs, warmup=3)
     throughput = []
     for batch in batches:
         seconds = median_seconds(lambda: detector.detect(frames[:batch]), repeats)
