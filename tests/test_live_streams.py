@@ -208,6 +208,10 @@ def test_rtsp_requests_are_served_on_the_camera_loop_thread(camera):
     with socket.create_connection(("127.0.0.1", camera.port), timeout=5) as sock:
         sock.sendall(f"OPTIONS {camera.url} RTSP/1.0\r\nCSeq: 1\r\n\r\n".encode())
         assert sock.recv(4096).startswith(b"RTSP/1.0 200 OK")
+        # the server emits options-request after sending its reply, so the reply can arrive first
+        deadline = time.monotonic() + 5
+        while not threads and time.monotonic() < deadline:
+            time.sleep(0.01)
     assert threads == [camera.thread.ident]
 
 
