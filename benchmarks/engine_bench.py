@@ -278,7 +278,8 @@ def main() -> None:
                         skipped[f"{model['name']} {name} {size}"] = str(err)
                         continue
                     spec = detector.spec
-                    network = (spec.height or height, spec.width or width)
+                    layout = spec.layout([(height, width)])  # the model's resize_factor and padding included
+                    network = (layout.height, layout.width)
                     if size not in entry["sizes"]:
                         macs = count_macs(onnx_path, *network)["total"]
                         entry["sizes"][size] = {"network_input_hw": list(network), "gflops_per_frame":

@@ -79,8 +79,9 @@ class TensorRTConfig:
         32, "largest batch the plan's optimisation profile accepts (the profile runs 1 .. max_batch, tuned for "
             "detector.batch_size); larger batches run in chunks")
     input_size: list[int] = option(
-        [512, 640], "[height, width]: for an ONNX with dynamic height / width, the largest (padded) frame size the "
-                    "plan accepts and the one it is tuned for; unused for a fixed-size ONNX")
+        [512, 640], "[height, width]: for an ONNX with dynamic height / width, the largest frame size the plan "
+                    "accepts and the one it is tuned for (the network input is this times the model's resize_factor, "
+                    "padded); unused for a fixed-size ONNX")
     cache_dir: str = option(
         "~/.cache/irst-track/tensorrt", "folder of built plans, keyed by ONNX hash, TensorRT version, GPU, "
                                         "precision and profile; a plan for another GPU or version is rebuilt")

@@ -14,10 +14,11 @@ Engine contract (what the trainer's export writes; any model that follows it run
   e.g. mean 102.98 and std 1). ``mean`` defaults to 0, ``std`` to 1.
 - Geometry, per axis: a fixed input size different from the frame's is reached by resizing the frame (bilinear,
   cv2.INTER_LINEAR, pixel centres aligned) and boxes are scaled back by frame size / input size; a dynamic size
-  keeps the frame's pixels and pads at the bottom / right, with 0 after normalisation, up to a multiple of
-  ``size_divisor`` (metadata, default 32); frames of one batch are padded to the largest. Boxes come back in each
-  frame's pixels (pixel (r, c) covers [c, c+1) x [r, r+1)); boxes centred in the padding are dropped, the rest
-  clipped to the frame.
+  is the frame's times metadata ``resize_factor`` (default 1: the frame's own pixels; 2: twice its width and
+  height, int(side * factor + 0.5), resized as above), padded at the bottom / right, with 0 after normalisation,
+  up to a multiple of ``size_divisor`` (metadata, default 32); frames of one batch are padded to the largest.
+  Boxes come back in each frame's pixels (pixel (r, c) covers [c, c+1) x [r, r+1)); boxes centred in the padding
+  are dropped, the rest clipped to the frame.
 - Batch: a dynamic N runs the whole batch in one call; a fixed N runs chunks of N, the last padded with zeros.
 - Multi-frame models (F > 1, models/export.py): each batch item is one stream's frames t-F+1 .. t as channels, oldest
   first, the key frame t last; detections refer to the key frame. The engine keeps each stream's last F - 1 frames
@@ -44,7 +45,8 @@ from pipeline.types import Detections
 CONTRACT = ("input 'images' float32 [N, F, H, W] (F: metadata 'frames', absent 1); outputs 'boxes' float32 "
             "[N, K, 4] (x1, y1, x2, y2 in input pixels) and 'scores' float32 [N, K] (see "
             "engines/onnxruntime_backend.py)")
-METADATA_DEFAULTS = {"mean": 0.0, "std": 1.0, "input_scale": 1.0, "size_divisor": 32, "frames": 1}
+METADATA_DEFAULTS = {"mean": 0.0, "std": 1.0, "input_scale": 1.0, "size_divisor": 32, "frames": 1,
+                     "resize_factor": 1.0}
 
 
 class OnnxRuntimeDetector:
@@ -74,10 +76,12 @@ class OnnxRuntimeDetector:
             raise UserError(f"detector weights {self.weights}: not an ONNX model ONNX Runtime can load ({reason}); "
                             "give an .onnx file exported by the trainer") from None
         metadata = self.session.get_modelmeta().custom_metadata_map
-        mean, std, input_scale, size_divisor, frames = (self._metadata_number(metadata, k) for k in METADATA_DEFAULTS)
+        mean, std, input_scale, size_divisor, frames, resize_factor = (self._metadata_number(metadata, k)
+                                                                       for k in METADATA_DEFAULTS)
         self._check_contract(int(frames))
         batch, _, height, width = (_fixed(dim) for dim in self.session.get_inputs()[0].shape)
-        self.spec = InputSpec(batch, height, width, mean, std, input_scale, int(size_divisor), int(frames))
+        self.spec = InputSpec(batch, height, width, mean, std, input_scale, int(size_divisor), int(frames),
+                              resize_factor)
         self.frames = self.spec.frames
         self.history = FrameHistory(self.frames)
 
@@ -119,11 +123,12 @@ class OnnxRuntimeDetector:
             value = math.nan
         whole = math.isfinite(value) and value >= 1 and value == int(value)
         valid = math.isfinite(value) and {"mean": True, "std": value > 0, "input_scale": value > 0,
-                                          "size_divisor": whole, "frames": whole}[key]
+                                          "size_divisor": whole, "frames": whole,
+                                          "resize_factor": 0.25 <= value <= 4}[key]
         if not valid:
             raise UserError(f"detector weights {self.weights}: metadata '{key}' = {text!r} is not valid (mean: a "
                             "number; std and input_scale: a number > 0; size_divisor and frames: a whole number "
-                            ">= 1)")
+                            ">= 1; resize_factor: 0.25..4)")
         return value
 
     def detect(self, images: Sequence[np.ndarray], streams: Sequence[str] | None = None,

@@ -5,8 +5,9 @@ whose frames share one size, so every channel is resized, normalised and padded 
 
 Both paths share one geometry (``InputSpec.layout``): per axis, a fixed input size is reached by resizing (bilinear,
 pixel centres aligned: cv2.INTER_LINEAR on the host, torch's bilinear with align_corners=False on the device, the
-same sampling), a dynamic one keeps the frame's pixels and pads at the bottom / right with 0 (after normalising) to a
-multiple of ``size_divisor``; frames of one batch are padded to the largest; slots past the frames are 0.
+same sampling), a dynamic one is the frame's size times ``resize_factor`` (resized the same way unless 1) and is
+padded at the bottom / right with 0 (after normalising) to a multiple of ``size_divisor``; frames of one batch are
+padded to the largest; slots past the frames are 0.
 """
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ class BatchLayout:
 @dataclass(frozen=True)
 class InputSpec:
     """What the network input looks like: fixed or dynamic (None) batch, height and width, the scalar
-    normalisation x = (pixel / full_scale * input_scale - mean) / std, and the frames per input (channels) F."""
+    normalisation x = (pixel / full_scale * input_scale - mean) / std, the frames per input (channels) F, and the
+    factor frames are resized by along a dynamic axis."""
 
     batch: int | None
     height: int | None
@@ -46,9 +48,11 @@ class InputSpec:
     input_scale: float = 1.0
     size_divisor: int = 32
     frames: int = 1
+    resize_factor: float = 1.0
 
     def layout(self, shapes: Sequence[tuple[int, int]]) -> BatchLayout:
-        sizes = [(self.height or h, self.width or w) for h, w in shapes]
+        sizes = [(self.height or int(h * self.resize_factor + 0.5), self.width or int(w * self.resize_factor + 0.5))
+                 for h, w in shapes]
         height = self.height or _round_up(max(h for h, _ in sizes), self.size_divisor)
         width = self.width or _round_up(max(w for _, w in sizes), self.size_divisor)
         scales = np.array([(w0 / w, h0 / h) for (h0, w0), (h, w) in zip(shapes, sizes)], np.float64).reshape(-1, 2)

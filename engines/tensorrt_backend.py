@@ -19,6 +19,7 @@ cuda-bindings allocations fed by host pre-processing; pycuda is not used (no whe
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -476,8 +477,9 @@ class TensorRTDetector:
         if record.onnx and Path(record.onnx).is_file():
             log.warning("TensorRT plan %s was %s: rebuilding it from %s", plan, reason, record.onnx)
             profile = record.key.profile  # the same precision and profile, for this machine
+            largest_frame = [math.ceil(side / record.spec.resize_factor) for side in profile.max[2:]]
             options = replace(self.config.tensorrt, precision=record.key.precision, max_batch=profile.max[0],
-                              input_size=list(profile.max[2:]))
+                              input_size=largest_frame)
             return ensure_plan(Path(record.onnx), replace(self.config, tensorrt=options, batch_size=profile.opt[0]),
                                self.buffers)
         raise UserError(f"TensorRT plan {plan} was {reason}, and its ONNX ({record.onnx}) is not there to rebuild "

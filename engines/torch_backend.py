@@ -145,7 +145,8 @@ def input_spec(onnx: Path | None, detector: Detector, config: DetectorConfig) ->
         return spec
     normalization = detector.input_normalization
     return InputSpec(None, None, None, float(normalization["mean"]), float(normalization["std"]),
-                     float(normalization["input_scale"]), int(normalization["size_divisor"]), detector.frames)
+                     float(normalization["input_scale"]), int(normalization["size_divisor"]), detector.frames,
+                     float(normalization["resize_factor"]))
 
 
 class DecodedDetector(nn.Module):

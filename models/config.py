@@ -31,8 +31,15 @@ class InputConfig:
            "are stacked as the stem's k + 1 input channels, oldest first, key frame last, each normalised with the "
            f"same mean / std (needs channels 1; at most {MAX_PREVIOUS_FRAMES}); the engine contract for it is "
            "proposed in models/export.py")
+    resize_factor: float = option(
+        1.0, "ours (1 in the reference): the network sees every frame resized by this factor (bilinear). 2 gives "
+             "2-9 px targets four times the pixels, and boxes are regressed on a grid half a frame pixel apart; the "
+             "engines apply it (ONNX metadata resize_factor), training with data.resize 'factor'. Compute grows "
+             "with its square")
 
     def __post_init__(self):
+        require(math.isfinite(self.resize_factor) and 0.25 <= self.resize_factor <= 4, "resize_factor",
+                f"must be 0.25..4, got {self.resize_factor}")
         require(self.channels in (1, 3), "channels", f"must be 1 or 3, got {self.channels}")
         require(0 <= self.previous_frames <= MAX_PREVIOUS_FRAMES, "previous_frames",
                 f"must be 0..{MAX_PREVIOUS_FRAMES}, got {self.previous_frames}")

@@ -70,9 +70,11 @@ class Detector(nn.Module):
     @property
     def input_normalization(self) -> dict[str, float]:
         """The scalar pre-processing of the engine contract (engines/onnxruntime_backend.py): mean, std and
-        input_scale, plus the size_divisor frames are padded to (the coarsest stride)."""
+        input_scale, the resize_factor frames are resized by, and the size_divisor frames are padded to (the
+        coarsest stride)."""
         return {"mean": self.grey_to_channels.scalar_mean, "std": self.grey_to_channels.scalar_std,
-                "input_scale": self.config.input.pixel_scale, "size_divisor": 2 ** self.config.neck.levels[-1]}
+                "input_scale": self.config.input.pixel_scale, "resize_factor": self.config.input.resize_factor,
+                "size_divisor": 2 ** self.config.neck.levels[-1]}
 
     def normalize(self, images: Tensor) -> Tensor:
         """Grey images [N, 1, H, W] scaled to [0, 1] -> the network input (what the engines feed)."""

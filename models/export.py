@@ -1,7 +1,8 @@
 """Export a Detector to ONNX following the engine contract of engines/onnxruntime_backend.py.
 
 Input ``images`` float32 [N, F, H, W] (F = 1 but for multi-frame models, below; N dynamic; H, W dynamic or
-fixed), normalised as the metadata_props ``mean``, ``std`` and ``input_scale`` say; outputs ``boxes`` [N, K, 4]
+fixed), resized by metadata_props ``resize_factor`` and normalised as ``mean``, ``std`` and ``input_scale`` say;
+outputs ``boxes`` [N, K, 4]
 (x1, y1, x2, y2, input pixels) and ``scores`` [N, K] after the in-graph decode and per-level top-K (no NMS: the
 host runs it). Standard ONNX ops only (opset 17), so the same file feeds ONNX Runtime and TensorRT. Training-only
 parts (BP-FPN's DGR) are not in the graph.
@@ -72,7 +73,7 @@ def export_onnx(detector: Detector, path: str | Path, input_size: tuple[int, int
     finally:
         detector.train(was_training)
     model = onnx.load(str(path))
-    metadata = {key: repr(float(normalization[key])) for key in ("mean", "std", "input_scale")}
+    metadata = {key: repr(float(normalization[key])) for key in ("mean", "std", "input_scale", "resize_factor")}
     metadata.update(size_divisor=str(normalization["size_divisor"]), model=detector.config.name)
     if detector.frames > 1:
         metadata["frames"] = str(detector.frames)

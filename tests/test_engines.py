@@ -353,6 +353,27 @@ def test_onnx_normalisation_comes_from_metadata(tmp_path):
     assert engine.detect([frame])[0].scores[0] == pytest.approx((210 - 0.25) / 0.5, rel=1e-6)
 
 
+def test_onnx_resize_factor_upscales_frames_and_scales_boxes_back(tmp_path):
+    """metadata resize_factor 2: a 30 x 50 frame runs as 60 x 100 (padded to 64 x 128) and boxes come back halved,
+    as the peak picker finds them on OpenCV's 2x bilinear resize of the frame."""
+    path = peak_picker(tmp_path, metadata={"resize_factor": 2.0})
+    rng = np.random.default_rng(3)
+    frame = quantise(add_spots(np.zeros((30, 50)), random_centres(rng, 3, (30, 50), margin=6, spacing=12), 1.2,
+                               50000.0), np.uint16)
+    engine = detector(path, score_threshold=0.1)
+    batch, scales = engine.prepare([frame], padded_batch=1)
+    assert batch.shape == (1, 1, 64, 128) and engine.spec.resize_factor == 2.0
+    np.testing.assert_array_equal(scales, [[0.5, 0.5]])
+    network_input = cv2.resize(frame.astype(np.float32), (100, 60), interpolation=cv2.INTER_LINEAR) / 65535.0
+    np.testing.assert_allclose(batch[0, 0, :60, :100], network_input, atol=1e-6)
+    raw_boxes, raw_scores = reference_peak_picker(network_input)
+    expected = select_detections(np.clip(raw_boxes / 2, 0, [50, 30, 50, 30]), raw_scores, 0.1, 0.5, 100)
+    result = engine.detect([frame])[0]
+    assert len(expected) == 3
+    np.testing.assert_allclose(result.boxes, expected.boxes, atol=1e-4)
+    np.testing.assert_allclose(result.scores, expected.scores, rtol=1e-5)
+
+
 def fixed_outputs_model(tmp_path, boxes, scores):
     """A contract model whose outputs ignore the pixels: the given boxes [K, 4] and scores [K] for every image."""
     nodes = [helper.make_node("Shape", ["images"], ["shape"]),
@@ -412,7 +433,7 @@ def test_onnx_errors_name_the_problem(tmp_path):
         with pytest.raises(UserError, match=f"do not follow the engine contract: .*{message}.*expected input 'images'"):
             detector(path)
 
-    for metadata in ({"std": "0"}, {"mean": "abc"}, {"size_divisor": "2.5"}):
+    for metadata in ({"std": "0"}, {"mean": "abc"}, {"size_divisor": "2.5"}, {"resize_factor": "0"}):
         with pytest.raises(UserError, match=f"metadata '{next(iter(metadata))}'"):
             detector(peak_picker(tmp_path, metadata=metadata, name="meta.onnx"))
 
