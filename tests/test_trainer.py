@@ -11,6 +11,7 @@ import math
 import os
 import re
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -29,7 +30,8 @@ from pipeline.errors import UserError  # noqa: E402
 from training.checkpoint import load_model_weights, read_checkpoint, save_checkpoint  # noqa: E402
 from training.cli import main  # noqa: E402
 from training.config import DataConfig, ScheduleConfig, load_train_config  # noqa: E402
-from training.evaluate import predict, score_split  # noqa: E402
+from training.densesirst import Annotation  # noqa: E402
+from training.evaluate import predict, same_size_batches, score_split  # noqa: E402
 from training.logs import CsvLog  # noqa: E402
 from training.loop import Trainer  # noqa: E402
 from training.optim import LrSchedule, parameter_groups  # noqa: E402
@@ -202,6 +204,18 @@ def test_interrupted_and_resumed_run_equals_the_straight_run(tmp_path, devkit, t
     assert (straight_dir / "log_epochs.csv").read_text() == (tmp_path / "split" / "log_epochs.csv").read_text()
 
 
+def test_init_starts_a_new_run_from_a_models_weights(tmp_path, devkit, tiny_model_path, straight_run):
+    """--init (fine-tuning) loads the weights and nothing else: the run starts at iteration 0 with a new optimizer."""
+    trainer, straight_dir = straight_run
+    config = load_train_config(train_config_file(tmp_path / "c.yaml", devkit, tiny_model_path, tmp_path / "run"))
+    started = Trainer(config, init=straight_dir / "last.pt")
+    assert started.iteration == 0 and not started.optimizer.state
+    for (name, a), b in zip(trainer.model.state_dict().items(), started.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(UserError, match="give one"):
+        Trainer(config, init=straight_dir / "last.pt", resume=straight_dir / "last.pt")
+
+
 def test_exchange_scorer_keeps_its_init_while_the_rest_trains(straight_run):
     """Reference 2.3: the channel scorer gets no gradient, so DAdaptAdam skips it (weight decay included)."""
     trainer, _ = straight_run
@@ -233,11 +247,16 @@ def test_checkpoint_of_another_architecture_is_a_user_error(tmp_path):
 # ------------------------------------------------------------------------------------------------ evaluation
 def oracle(test_set):
     """Candidates that are exactly each image's ground truth mapped into network-input pixels."""
-    resized = [test_set[i] for i in range(len(test_set))]
-    served = iter(range(len(resized)))
+    resized = [test_set[i] for i in range(len(test_set))]  # predict may batch them in any order: found by pixels
+
+    def which(image):
+        pixels = (image[0].numpy() * 255).round().astype(np.uint8)
+        height, width = pixels.shape
+        return next(s for s in resized if s.image.shape[0] <= height and s.image.shape[1] <= width
+                    and (pixels[:s.image.shape[0], :s.image.shape[1]] == s.image).all())
 
     def candidates(images):
-        batch = [resized[next(served)] for _ in range(images.shape[0])]
+        batch = [which(image) for image in images]
         k = max(len(s.boxes) for s in batch)
         boxes, scores = torch.zeros(len(batch), k, 4), torch.zeros(len(batch), k)
         for n, sample in enumerate(batch):
@@ -248,17 +267,53 @@ def oracle(test_set):
     return candidates
 
 
-def assert_oracle_scores_one(root: Path, split: str, input_size: list[int], resize: str) -> None:
-    test_set = evaluation_set(DataConfig(root=str(root), input_size=input_size, resize=resize), split)
+def assert_oracle_scores_one(root: Path, split: str, input_size: list[int], resize: str,
+                             resize_factor: float = 1.0) -> None:
+    test_set = evaluation_set(DataConfig(root=str(root), input_size=input_size, resize=resize), split,
+                              resize_factor=resize_factor)
     detections = predict(oracle(test_set), test_set, batch_size=2, num_workers=0, device=torch.device("cpu"),
                          nms_iou=0.5, max_detections=100)
     result = score_split(test_set, detections)
     assert (result.ap_11point, result.ap_area, result.recall) == pytest.approx((1.0, 1.0, 1.0))
 
 
-@pytest.mark.parametrize("resize", ["stretch", "keep_ratio"])
-def test_evaluation_maps_boxes_back_to_original_pixels(devkit, resize):
-    assert_oracle_scores_one(devkit, "train", [64, 64], resize)
+@pytest.mark.parametrize("resize, factor", [("stretch", 1), ("keep_ratio", 1), ("factor", 2), ("factor", 1.5)])
+def test_evaluation_maps_boxes_back_to_original_pixels(devkit, resize, factor):
+    """With 'factor' the images of a batch differ in size and are padded to the largest."""
+    assert_oracle_scores_one(devkit, "train", [64, 64], resize, factor)
+
+
+def test_evaluation_batches_hold_images_of_one_size():
+    sizes = [(512, 640), (1024, 1280), (512, 640), None, (512, 640), (1024, 1280), None]
+    annotations = [Annotation(f"img{i}", np.zeros((0, 4), np.float32), np.zeros(0, bool), hw)
+                   for i, hw in enumerate(sizes)]
+    assert same_size_batches(annotations, 2) == [[0, 2], [4], [1, 5], [3, 6]]
+
+
+def test_factor_resize_upscales_images_and_training_windows_alike(devkit):
+    """data.resize 'factor' 2: whole images become twice their size padded to a multiple of 32; a 64 x 64 training
+    window is a 32 x 32 window of the image at its own size, upscaled. Either way boxes are twice as large and
+    still hold the targets' bright pixels."""
+    config = DataConfig(root=str(devkit), train_split="train", val_split="val", resize="factor", repeats=1,
+                        copy_paste="off", flip_probability=0.0)
+    whole = training_set(config, seed=0, with_masks=True, resize_factor=2.0)
+    windows = training_set(replace(config, crop_size=[64, 64]), seed=0, with_masks=True, resize_factor=2.0)
+    checked = 0
+    for index in range(len(whole)):
+        sample = whole[index]
+        height, width = sample.original_hw
+        assert sample.image.shape == (math.ceil(2 * height / 32) * 32, math.ceil(2 * width / 32) * 32)
+        assert sample.scale_factor == (2.0, 2.0) and sample.sky_mask.shape == sample.image.shape
+        window = windows[index]
+        assert window.image.shape == (64, 64) and len(window.boxes) > 0
+        for boxes, image in ((sample.boxes, sample.image), (window.boxes, window.image)):
+            sides = boxes[:, 2:] - boxes[:, :2]
+            whole_boxes = (sides > 7).all(axis=1)  # the others are clipped by the window
+            assert np.all(np.abs(sides[whole_boxes] - 8) <= 0.5), "5 px targets (x2 - x1 = 4) become 8 px boxes"
+            for x1, y1, x2, y2 in boxes[whole_boxes].round().astype(int):
+                assert image[y1 + 2:y2 - 2, x1 + 2:x2 - 2].min() > 200, "the box holds the target's pixels"
+                checked += 1
+    assert checked >= 20
 
 
 def test_keep_ratio_training_samples_keep_the_aspect_ratio(devkit):
@@ -388,7 +443,7 @@ def test_config_mistakes_are_one_line_errors(tmp_path, devkit, tiny_model_path, 
     assert "shares 4 images with data.train_split" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["bafenet_r18_paper", "bafenet_lite_cpu", "bafenet_tiny_cpu"])
+@pytest.mark.parametrize("name", ["bafenet_r18_paper", "bafenet_lite_cpu", "bafenet_tiny_cpu", "bafenet_tiny_x2_cpu"])
 def test_shipped_train_configs_validate(name):
     config = load_train_config(REPO / "configs" / "train" / f"{name}.yaml")
     assert config.model_path.is_file() and config.loop.batch_size in (2, 8)

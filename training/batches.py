@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from training.bag_cp import SkyCopyPaste
-from training.densesirst import DenseSirst, Sample
+from training.densesirst import IGNORE, DenseSirst, Sample
 from training.transforms import (CAFFE_BGR_MEAN, CAFFE_STD, REFERENCE_SIZE, random_crop, random_horizontal_flip,
                                  resize_stretch, to_model_input)
 
@@ -47,7 +47,13 @@ class ReferenceTrainingSet:
         sample = self._load(index, rng)
         if self.copy_paste is not None:
             source = self._load(int(rng.integers(0, len(self))), rng)
+            if source.image.shape != sample.image.shape:  # unresized images: a window of the source's size
+                source = random_crop(source, (sample.image.shape[1], sample.image.shape[0]), rng)
             sample = self.copy_paste(sample, source, rng)
+        return self._finish(sample, rng)
+
+    def _finish(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        """The last step: the crop_size window, if any."""
         return sample if self.crop_size is None else random_crop(sample, self.crop_size, rng)
 
     def _load(self, index: int, rng: np.random.Generator) -> Sample:
@@ -83,16 +89,26 @@ class Batch:
 
 def collate(samples: Sequence[Sample], mean: tuple[float, ...] = CAFFE_BGR_MEAN,
             std: tuple[float, ...] = CAFFE_STD) -> Batch:
-    """Stack same-size samples into a Batch (normalisation as ``to_model_input``; the reference's by default)."""
-    shapes = {sample.image.shape for sample in samples}
-    if len(shapes) != 1:
-        raise ValueError(f"samples of one batch must share one image size, got {sorted(shapes)}: resize them first")
+    """Stack samples into a Batch (normalisation as ``to_model_input``; the reference's by default). Samples of
+    different sizes (data.resize 'factor') are padded bottom and right to the largest, as the resizes pad."""
+    height = max(sample.image.shape[0] for sample in samples)
+    width = max(sample.image.shape[1] for sample in samples)
     with_sky = all(sample.sky_mask is not None for sample in samples)
     return Batch(
-        images=torch.from_numpy(np.stack([to_model_input(sample.image, mean, std) for sample in samples])),
+        images=torch.from_numpy(np.stack([to_model_input(_pad(sample.image, height, width, 0), mean, std)
+                                          for sample in samples])),
         boxes=[torch.from_numpy(np.ascontiguousarray(sample.boxes, np.float32)) for sample in samples],
-        sky_masks=torch.from_numpy(np.stack([sample.sky_mask for sample in samples])) if with_sky else None,
+        sky_masks=torch.from_numpy(np.stack([_pad(sample.sky_mask, height, width, IGNORE) for sample in samples]))
+        if with_sky else None,
         scale_factors=torch.tensor([sample.scale_factor for sample in samples], dtype=torch.float32),
         original_hw=torch.tensor([sample.original_hw for sample in samples], dtype=torch.int64),
         image_ids=[sample.image_id for sample in samples],
     )
+
+
+def _pad(array: np.ndarray, height: int, width: int, fill: int) -> np.ndarray:
+    """``array`` [H, W] or [H, W, F] padded bottom and right to (height, width) with ``fill``."""
+    if array.shape[:2] == (height, width):
+        return array
+    pad = [(0, height - array.shape[0]), (0, width - array.shape[1])] + [(0, 0)] * (array.ndim - 2)
+    return np.pad(array, pad, constant_values=fill)

@@ -30,6 +30,8 @@ def parser() -> argparse.ArgumentParser:
     commands = p.add_subparsers(dest="command", required=True, metavar="{train,evaluate,export,release,build-engine}")
     train = commands.add_parser("train", parents=[common], help="train; outputs in runs/train/<name>/")
     train.add_argument("--resume", metavar="PATH", help="continue exactly from a last.pt / best.pt checkpoint")
+    train.add_argument("--init", metavar="PATH", help="start from these model weights (a checkpoint or a released "
+                                                      "model.pt) with a new optimizer and schedule: fine-tuning")
     evaluate = commands.add_parser("evaluate", parents=[common],
                                    help="VOC mAP07 / mAP12 / recall of a checkpoint on one split")
     evaluate.add_argument("--checkpoint", required=True, metavar="PATH", help="checkpoint or model state dict (.pt)")
@@ -41,7 +43,8 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--checkpoint", required=True, metavar="PATH", help="checkpoint or model state dict (.pt)")
     export.add_argument("--out", required=True, metavar="FILE", help="ONNX file to write")
     export.add_argument("--dynamic-size", action="store_true",
-                        help="dynamic height / width (frames run at their own size) instead of data.input_size")
+                        help="dynamic height / width (frames run at their own size times the model's "
+                             "resize_factor) instead of data.input_size; always so with data.resize 'factor'")
     release = commands.add_parser(
         "release", parents=[common], help="a released model folder (weights/<name>/) from a checkpoint",
         description="Write model.onnx (dynamic size, checked against torch), model.pt, model.yaml, "
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 def train(args: argparse.Namespace, config: TrainConfig) -> int:
     from training.loop import Trainer
 
-    result = Trainer(config, resume=args.resume).run()
+    result = Trainer(config, resume=args.resume, init=args.init).run()
     best = result.best
     print(f"{'stopped' if result.interrupted else 'finished'} at iteration {result.iteration}; outputs in "
           f"{result.run_dir}" + (f"; best.pt: epoch {best['epoch']}, val {best['metric']} {best['value']:.4f}"
@@ -117,7 +120,8 @@ def evaluate(args: argparse.Namespace, config: TrainConfig) -> int:
     device = resolve_device(config.loop.device)
     detector, contents = load_trained_detector(config, args.checkpoint)
     detector.to(device)
-    test_set = evaluation_set(config.data, args.split, previous_frames=detector.config.input.previous_frames)
+    test_set = evaluation_set(config.data, args.split, previous_frames=detector.config.input.previous_frames,
+                              resize_factor=detector.config.input.resize_factor)
     settings = config.evaluation
     detections = predict(detector_candidates(detector), test_set, batch_size=config.loop.batch_size,
                          num_workers=config.loop.num_workers, device=device, nms_iou=settings.nms_iou,
@@ -140,7 +144,8 @@ def export(args: argparse.Namespace, config: TrainConfig) -> int:
     detector, _ = load_trained_detector(config, args.checkpoint)
     width, height = config.data.input_size
     frame, source = verification_frame(config)
-    check = export_and_check(detector, Path(args.out), None if args.dynamic_size else (height, width), frame)
+    dynamic = args.dynamic_size or config.data.resize == "factor"  # the engine resizes each frame by the factor
+    check = export_and_check(detector, Path(args.out), None if dynamic else (height, width), frame)
     print(f"wrote {args.out}; ONNX Runtime vs torch on {source}: max |difference| {check.max_score_difference:.3g} "
           f"in scores, {check.max_box_difference:.3g} px in boxes ({check.scored_candidates} scored candidates)",
           file=sys.stderr)

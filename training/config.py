@@ -46,9 +46,10 @@ class DataConfig:
     frame_step: int = option(5, "kind 'clips': every frame_step-th frame of each clip is a key frame (a sample), "
                                 "in training and validation; neighbouring frames are near-duplicates")
     input_size: list[int] = option([512, 512], "network input [width, height] in pixels (multiples of 32)")
-    resize: Literal["stretch", "keep_ratio"] = option(
+    resize: Literal["stretch", "keep_ratio", "factor"] = option(
         "stretch", "'stretch': every image to exactly input_size (the reference); 'keep_ratio': fit inside it, pad "
-                   "bottom/right")
+                   "bottom/right; 'factor': every image times the model's input.resize_factor (as the engines "
+                   "resize frames), padded to a multiple of 32; input_size is then unused")
     copy_paste: Literal["reference", "paper", "off"] = option(
         "reference", "BAG-CP: 'reference' (the code: 5 targets per 25 px window), 'paper' (1-3 windows of 8-12 "
                      "targets), 'off'")

@@ -55,21 +55,35 @@ def detections_in_original_pixels(boxes: np.ndarray, scores: np.ndarray, scale_f
 def predict(candidates: CandidateFn, test_set: ResizedTestSet, *, batch_size: int, num_workers: int,
             device: torch.device, nms_iou: float, max_detections: int, label: str | None = None) -> list[Detections]:
     """Detections (original pixels) for every image of ``test_set``, in its order; ``label`` shows progress."""
-    loader = DataLoader(test_set, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_grey)
+    batches = same_size_batches(test_set.dataset.annotations, batch_size)
+    loader = DataLoader(test_set, batch_sampler=batches, num_workers=num_workers, collate_fn=collate_grey)
     progress = ProgressLine(len(test_set), label) if label else None
-    found: list[Detections] = []
-    for batch in loader:
+    found: list[Detections | None] = [None] * len(test_set)
+    done = 0
+    for indices, batch in zip(batches, loader):
         boxes, scores = candidates(batch.images.to(device))
         boxes, scores = boxes.float().cpu().numpy().astype(np.float64), scores.float().cpu().numpy()
-        for index in range(len(batch.image_ids)):
-            found.append(detections_in_original_pixels(
-                boxes[index], scores[index], tuple(batch.scale_factors[index].tolist()),
-                tuple(batch.original_hw[index].tolist()), nms_iou, max_detections))
+        for slot, index in enumerate(indices):
+            found[index] = detections_in_original_pixels(
+                boxes[slot], scores[slot], tuple(batch.scale_factors[slot].tolist()),
+                tuple(batch.original_hw[slot].tolist()), nms_iou, max_detections)
+        done += len(indices)
         if progress:
-            progress.update(len(found))
+            progress.update(done)
     if progress:
-        progress.finish(len(found))
+        progress.finish(done)
     return found
+
+
+def same_size_batches(annotations, batch_size: int) -> list[list[int]]:
+    """Image indices in batches of one original size (annotation ``xml_hw``; unknown sizes form one group), groups
+    in order of first appearance. A batch pads to its largest image, so with data.resize 'factor' a mixed batch
+    would run 640x512 images at the 2560x2048 of an upscaled 1280x1024 one."""
+    groups: dict[tuple[int, int] | None, list[int]] = {}
+    for index, annotation in enumerate(annotations):
+        groups.setdefault(annotation.xml_hw, []).append(index)
+    return [members[start:start + batch_size] for members in groups.values()
+            for start in range(0, len(members), batch_size)]
 
 
 def score_split(test_set: ResizedTestSet, detections: list[Detections]) -> VocResult:

@@ -113,9 +113,11 @@ class GracefulStop:
 
 
 class Trainer:
-    """Builds the model, data, optimizer and schedule a TrainConfig describes; ``run()`` trains to the last epoch."""
+    """Builds the model, data, optimizer and schedule a TrainConfig describes; ``run()`` trains to the last epoch.
+    ``resume`` continues a run exactly; ``init`` starts a new one from a model's weights (fine-tuning)."""
 
-    def __init__(self, config: TrainConfig, resume: str | Path | None = None, stream=None):
+    def __init__(self, config: TrainConfig, resume: str | Path | None = None, stream=None,
+                 init: str | Path | None = None):
         self.config, self.stream = config, stream or sys.stderr
         self.run_dir = config.run_dir()
         if resume is None and (self.run_dir / "last.pt").exists():
@@ -125,16 +127,24 @@ class Trainer:
         self.device = resolve_device(config.loop.device)
         seed_everything(config.loop.seed)
         self.model_config = config.model_config()
-        self.model: Detector = build_detector(self.model_config).to(self.device)
+        self.model: Detector = build_detector(self.model_config)
+        if init is not None:
+            if resume is not None:
+                raise UserError("--init starts a new run from a model's weights and --resume continues one: give one")
+            load_model_weights(self.model, read_checkpoint(init), init, self.model.config.name)
+        self.model.to(self.device)
         needs_masks = self.model.config.head.kind == "bafe" or config.data.copy_paste != "off"
         frames = self.model.config.input.previous_frames
-        self.train_set = training_set(config.data, config.loop.seed, with_masks=needs_masks, previous_frames=frames)
+        factor = self.model.config.input.resize_factor
+        self.train_set = training_set(config.data, config.loop.seed, with_masks=needs_masks, previous_frames=frames,
+                                      resize_factor=factor)
         self.iters_per_epoch = iterations_per_epoch(len(self.train_set), config.loop.batch_size,
                                                     config.loop.max_iters_per_epoch)
         if self.iters_per_epoch == 0:
             raise UserError(f"data.train_split {config.data.train_split!r} gives {len(self.train_set)} samples per "
                             f"epoch, fewer than loop.batch_size ({config.loop.batch_size}): lower the batch size")
-        self.val_set = (evaluation_set(config.data, config.data.val_split, previous_frames=frames)
+        self.val_set = (evaluation_set(config.data, config.data.val_split, previous_frames=frames,
+                                       resize_factor=factor)
                         if config.data.val_split else None)
         with contextlib.redirect_stdout(io.StringIO()):  # dadaptation prints a notice about decoupled decay
             self.optimizer = build_optimizer(self.model, config.optimizer)

@@ -7,7 +7,9 @@ metadata, so training and deployment agree. Clips (data.kind 'clips') become Den
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 
@@ -17,7 +19,8 @@ from training.batches import Batch, ReferenceTrainingSet, ResizedTestSet, collat
 from training.config import DataConfig
 from training.densesirst import Annotation, DenseSirst, Sample, read_split
 from training.sequences import SPLIT_SUBSETS, ClipSequences, read_clip_split
-from training.transforms import random_horizontal_flip, resize_keep_ratio
+from training.transforms import (random_crop, random_horizontal_flip, resize_by_factor, resize_keep_ratio,
+                                 resize_stretch)
 
 
 def collate_grey(samples: Sequence[Sample]) -> Batch:
@@ -38,6 +41,36 @@ class KeepRatioTestSet(ResizedTestSet):
 
     def __getitem__(self, index: int) -> Sample:
         return resize_keep_ratio(self.dataset[index], self.size)
+
+
+class FactorTrainingSet(ReferenceTrainingSet):
+    """data.resize 'factor': flip and BAG-CP at the image's own size, then every side times ``factor``. With
+    crop_size, the window is cut first (crop_size / factor) and then resized, which is the same picture as resizing
+    the whole image first at a fraction of the cost."""
+
+    def __init__(self, dataset, *, factor: float, **kwargs):
+        super().__init__(dataset, **kwargs)
+        self.factor = factor
+
+    def _load(self, index: int, rng: np.random.Generator) -> Sample:
+        return random_horizontal_flip(self.dataset[index % len(self.dataset)], rng, self.flip_probability)
+
+    def _finish(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        if self.crop_size is None:
+            return resize_by_factor(sample, self.factor)
+        window = tuple(max(1, math.ceil(side / self.factor)) for side in self.crop_size)
+        return resize_stretch(random_crop(sample, window, rng), self.crop_size)
+
+
+class FactorTestSet(ResizedTestSet):
+    """data.resize 'factor': every side times ``factor``, padded to a multiple of 32 (batches pad to the largest)."""
+
+    def __init__(self, dataset, factor: float):
+        super().__init__(dataset)
+        self.factor = factor
+
+    def __getitem__(self, index: int) -> Sample:
+        return resize_by_factor(self.dataset[index], self.factor)
 
 
 class ClipKeyFrames:
@@ -83,13 +116,16 @@ def _check_frames(config: DataConfig, previous_frames: int) -> None:
                                                    "train it on clips (data.kind clips) or set it to 0")
 
 
-def training_set(config: DataConfig, seed: int, with_masks: bool, previous_frames: int = 0) -> ReferenceTrainingSet:
+def training_set(config: DataConfig, seed: int, with_masks: bool, previous_frames: int = 0,
+                 resize_factor: float = 1.0) -> ReferenceTrainingSet:
     """The augmented, repeated train split; ``with_masks`` loads sky and target masks (BAFE head, BAG-CP);
-    ``previous_frames`` (the model's input.previous_frames) frames go before each key frame of clips."""
+    ``previous_frames`` (the model's input.previous_frames) frames go before each key frame of clips;
+    ``resize_factor`` (the model's input.resize_factor) is the factor of data.resize 'factor'."""
     if config.copy_paste != "off" and not with_masks:
         raise ValueError("BAG-CP needs the masks: call with with_masks=True")
     _check_frames(config, previous_frames)
-    kind = KeepRatioTrainingSet if config.resize == "keep_ratio" else ReferenceTrainingSet
+    kind = {"keep_ratio": KeepRatioTrainingSet, "stretch": ReferenceTrainingSet,
+            "factor": partial(FactorTrainingSet, factor=resize_factor)}[config.resize]
     if config.kind == "clips":
         if with_masks:
             raise ConfigError("head.kind", "'bafe' learns sky segmentation and clips have no sky masks: use "
@@ -110,15 +146,21 @@ def training_set(config: DataConfig, seed: int, with_masks: bool, previous_frame
                 crop_size=None if config.crop_size is None else tuple(config.crop_size))
 
 
-def evaluation_set(config: DataConfig, split: str, previous_frames: int = 0) -> ResizedTestSet:
+def evaluation_set(config: DataConfig, split: str, previous_frames: int = 0,
+                   resize_factor: float = 1.0) -> ResizedTestSet:
     """``split`` resized as the network sees it; ground truth in original pixels is ``.dataset.annotations``.
-    With data.kind 'clips', ``split`` is a subset of clip_split and ``previous_frames`` as in training_set."""
+    With data.kind 'clips', ``split`` is a subset of clip_split; ``previous_frames`` and ``resize_factor`` as in
+    training_set."""
     _check_frames(config, previous_frames)
-    kind = KeepRatioTestSet if config.resize == "keep_ratio" else ResizedTestSet
     if config.kind == "clips":
         if split not in SPLIT_SUBSETS:
             raise UserError(f"split {split!r} is not a subset of data.clip_split {config.clip_split}: use one of "
                             f"{', '.join(SPLIT_SUBSETS)}")
-        return kind(clip_key_frames(config, split, previous_frames), size=tuple(config.input_size))
-    return kind(DenseSirst(config.root_path, split, with_masks=False), size=tuple(config.input_size))
+        dataset = clip_key_frames(config, split, previous_frames)
+    else:
+        dataset = DenseSirst(config.root_path, split, with_masks=False)
+    if config.resize == "factor":
+        return FactorTestSet(dataset, resize_factor)
+    kind = KeepRatioTestSet if config.resize == "keep_ratio" else ResizedTestSet
+    return kind(dataset, size=tuple(config.input_size))
 

@@ -37,6 +37,15 @@ def resize_keep_ratio(sample: Sample, size: tuple[int, int] = REFERENCE_SIZE, pa
     return _resize(sample, new_width, new_height, pad_to=size, pad_value=pad_value)
 
 
+def resize_by_factor(sample: Sample, factor: float, size_divisor: int = 32) -> Sample:
+    """Every side times ``factor`` (int(side * factor + 0.5), as mmcv rescales), padded bottom and right to a multiple
+    of ``size_divisor`` like ``resize_keep_ratio``: the model input.resize_factor of data.resize 'factor'."""
+    height, width = sample.image.shape[:2]
+    new_width, new_height = int(width * factor + 0.5), int(height * factor + 0.5)
+    padded = (-(-new_width // size_divisor) * size_divisor, -(-new_height // size_divisor) * size_divisor)
+    return _resize(sample, new_width, new_height, pad_to=padded, pad_value=0)
+
+
 def _resize(sample: Sample, new_width: int, new_height: int, pad_to: tuple[int, int] | None,
             pad_value: int) -> Sample:
     height, width = sample.image.shape[:2]
