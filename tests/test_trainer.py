@@ -29,7 +29,7 @@ from models.export import ExportableDetector  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
 from training.checkpoint import load_model_weights, read_checkpoint, save_checkpoint  # noqa: E402
 from training.cli import main  # noqa: E402
-from training.config import DataConfig, ScheduleConfig, load_train_config  # noqa: E402
+from training.config import DataConfig, ScheduleConfig, load_train_config, read_model_config  # noqa: E402
 from training.densesirst import Annotation  # noqa: E402
 from training.evaluate import predict, same_size_batches, score_split  # noqa: E402
 from training.logs import CsvLog  # noqa: E402
@@ -202,6 +202,20 @@ def test_interrupted_and_resumed_run_equals_the_straight_run(tmp_path, devkit, t
         assert all(torch.equal(torch.as_tensor(a[k]), torch.as_tensor(b[k])) for k in a)
     # per-epoch losses and val metrics: partial-epoch sums survive the interruption
     assert (straight_dir / "log_epochs.csv").read_text() == (tmp_path / "split" / "log_epochs.csv").read_text()
+
+
+def test_model_configs_derive_from_a_base_key_by_key(tmp_path):
+    """x2 is bafenet_tiny with input.resize_factor 2: every other key, inside sections too, comes from the base."""
+    tiny = read_model_config(REPO / "configs" / "models" / "bafenet_tiny.yaml")
+    x2 = read_model_config(REPO / "configs" / "models" / "bafenet_tiny_x2.yaml")
+    assert x2 == {**tiny, "name": "bafenet_tiny_x2", "input": {**tiny["input"], "resize_factor": 2.0}}
+    (tmp_path / "a.yaml").write_text("base: b.yaml\nname: a\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\nname: b\n")
+    with pytest.raises(UserError, match="leads back to itself"):
+        read_model_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(UserError, match="model config file not found: .*missing.yaml"):
+        read_model_config(tmp_path / "c.yaml")
 
 
 def test_init_starts_a_new_run_from_a_models_weights(tmp_path, devkit, tiny_model_path, straight_run):
