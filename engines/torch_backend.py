@@ -27,6 +27,7 @@ from engines.frames import FrameHistory, check_images
 from engines.model_files import ModelFiles
 from engines.postprocess import check_raw_outputs, detect_in_chunks
 from engines.preprocess import InputSpec, prepare_torch
+from models.config import read_model_config
 from models.detector import Detector, build_detector
 from models.postprocess import decode_candidates
 from pipeline.errors import UserError
@@ -53,7 +54,11 @@ class TorchDetector:
         contents = read_checkpoint(self.weights)
         model_config = contents.get("model_config") if is_training_checkpoint(contents) else None
         if model_config is None:
-            model_config = read_model_config(files.model_config, self.weights)
+            if files.model_config is None:
+                raise UserError(f"detector weights {self.weights}: engine 'torch' needs the model config beside the "
+                                f"state dict ({self.weights.with_suffix('.yaml').name}, or model.yaml in a released "
+                                "model folder); see engines/model_files.py")
+            model_config = read_model_config(files.model_config)
         detector = build_detector(model_config, "model")
         load_model_weights(detector, contents, self.weights, detector.config.name)
 
@@ -115,20 +120,6 @@ class TorchDetector:
     def close(self) -> None:
         self._graphs.clear()
         self.network = None
-
-
-def read_model_config(path: Path | None, weights: Path) -> dict:
-    """The model config mapping (the `model:` section, models/config.py) from a YAML file."""
-    from pipeline.config import read_yaml_file
-
-    if path is None:
-        raise UserError(f"detector weights {weights}: engine 'torch' needs the model config beside the state dict "
-                        f"({weights.with_suffix('.yaml').name}, or model.yaml in a released model folder); see "
-                        "engines/model_files.py")
-    data = read_yaml_file(path, "model config")
-    if not isinstance(data, dict):
-        raise UserError(f"model config {path} must hold the `model:` mapping (input, backbone, neck, head, ...)")
-    return data
 
 
 def input_spec(onnx: Path | None, detector: Detector, config: DetectorConfig) -> InputSpec:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
+from pipeline.errors import UserError
 from pipeline.schema import option, require
 
 RESNET_DEPTHS = (18, 34, 50, 101)
@@ -203,3 +205,25 @@ class ModelConfig:
         require(len(self.head.regress_ranges) == len(self.neck.levels), "head.regress_ranges",
                 f"needs one range per neck level ({len(self.neck.levels)}: {self.neck.levels}), got "
                 f"{len(self.head.regress_ranges)}")
+
+
+def read_model_config(path: Path, derived_from: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A model config YAML as one mapping. ``base: OTHER.yaml`` (a path relative to this file) starts from that
+    config, and each key here replaces the base's, key by key inside a section: a variant states only what
+    differs (e.g. bafenet_tiny_x2.yaml is bafenet_tiny.yaml with input.resize_factor 2)."""
+    from pipeline.config import read_yaml_file  # the run config's module: sources, sinks, trackers
+
+    data = read_yaml_file(path, "model config")
+    if not isinstance(data, dict):
+        raise UserError(f"model config {path} must hold a mapping (input, backbone, neck, head, ...)")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    base_path = (path.parent / str(base)).resolve()
+    if base_path in derived_from or base_path == path.resolve():
+        raise UserError(f"model config {path}: base {base} leads back to itself; name a config without that base")
+    merged = read_model_config(base_path, (*derived_from, path.resolve()))
+    for key, value in data.items():
+        both_sections = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = {**merged[key], **value} if both_sections else value
+    return merged

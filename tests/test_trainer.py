@@ -24,12 +24,13 @@ pytest.importorskip("dadaptation")
 import yaml  # noqa: E402
 
 from engines.onnxruntime_backend import OnnxRuntimeDetector  # noqa: E402
+from models.config import read_model_config  # noqa: E402
 from models.detector import build_detector  # noqa: E402
 from models.export import ExportableDetector  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
 from training.checkpoint import load_model_weights, read_checkpoint, save_checkpoint  # noqa: E402
 from training.cli import main  # noqa: E402
-from training.config import DataConfig, ScheduleConfig, load_train_config, read_model_config  # noqa: E402
+from training.config import DataConfig, ScheduleConfig, load_train_config  # noqa: E402
 from training.densesirst import Annotation  # noqa: E402
 from training.evaluate import predict, same_size_batches, score_split  # noqa: E402
 from training.logs import CsvLog  # noqa: E402

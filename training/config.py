@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 
-from pipeline.config import load_config_file, read_yaml_file
+from models.config import read_model_config
+from pipeline.config import load_config_file
 from pipeline.errors import UserError
 from pipeline.schema import option, require
 from training.sequences import SPLIT_SUBSETS
@@ -193,26 +194,6 @@ class TrainConfig:
     def model_config(self) -> dict[str, Any]:
         """The model config mapping (``build_detector`` validates it)."""
         return read_model_config(self.model_path)
-
-
-def read_model_config(path: Path, derived_from: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """A model config YAML as one mapping. ``base: OTHER.yaml`` (a path relative to this file) starts from that
-    config, and each key here replaces the base's, key by key inside a section: a variant states only what
-    differs (e.g. bafenet_tiny_x2.yaml is bafenet_tiny.yaml with input.resize_factor 2)."""
-    data = read_yaml_file(path, "model config")
-    if not isinstance(data, dict):
-        raise UserError(f"model config {path} must hold a mapping (input, backbone, neck, head, ...)")
-    base = data.pop("base", None)
-    if base is None:
-        return data
-    base_path = (path.parent / str(base)).resolve()
-    if base_path in derived_from or base_path == path.resolve():
-        raise UserError(f"model config {path}: base {base} leads back to itself; name a config without that base")
-    merged = read_model_config(base_path, (*derived_from, path.resolve()))
-    for key, value in data.items():
-        both_sections = isinstance(value, dict) and isinstance(merged.get(key), dict)
-        merged[key] = {**merged[key], **value} if both_sections else value
-    return merged
 
 
 def load_train_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
