@@ -35,7 +35,7 @@ class InputConfig:
            "proposed in models/export.py")
     resize_factor: float = option(
         1.0, "ours (1 in the reference): the network sees every frame resized by this factor (bilinear). 2 gives "
-             "2-9 px targets four times the pixels, and boxes are regressed on a grid half a frame pixel apart; the "
+             "2-9 px targets four times the pixels, and a stride-4 output grid falls every 2 frame pixels; the "
              "engines apply it (ONNX metadata resize_factor), training with data.resize 'factor'. Compute grows "
              "with its square")
 
