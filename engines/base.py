@@ -25,7 +25,7 @@ class Detector(Protocol):
 
 class MultiFrameDetector(Detector, Protocol):
     """A detector whose model sees each frame with its stream's previous ones (models/export.py): the model
-    engines, which keep each stream's last ``frames`` - 1 frames (engines/frames.py FrameHistory).
+    engines, which keep each stream's recent frames (engines/frames.py FrameHistory).
 
     ``frames``: F, frames per model input (1 for a single-frame model). ``streams``: each image's stream id;
     ``restarts``: how often that stream has restarted (a live source that reconnected) before it. Without

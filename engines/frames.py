@@ -27,21 +27,23 @@ def check_images(images: Sequence[np.ndarray], engine: str) -> None:
 
 
 class FrameHistory:
-    """Per stream, the last ``frames - 1`` frames, which ``stacks`` puts before each new frame of that stream: the
-    input [F, H, W] of a multi-frame model (F = ``frames``; oldest first, the key frame last; models/export.py).
+    """Per stream, the last (``frames`` - 1) x ``spacing`` frames, from which ``stacks`` puts every ``spacing``-th
+    before each new frame of that stream: the input [F, H, W] of a multi-frame model (F = ``frames``; frames
+    t - (F - 1) s .. t - s, t with s = ``spacing``; oldest first, the key frame last; models/export.py).
 
-    Until a stream has F - 1 earlier frames, the missing slots repeat the oldest frame it has (at its first frame,
-    the frame itself), as training does at clip starts (training/sequences.py), so both see the same inputs. A
-    change of frame size or pixel type, or of the stream's restart count (a live source that reconnected), starts
-    its history over: frames from before are another recording. Frames are kept as they arrived (copied, so a
-    caller may reuse its buffers) and all frames of a history have one size, so the engine pre-processes a stack
-    as a whole and its F channels share one geometry. Memory: F - 1 frames per stream id ever seen.
+    Until a stream has that many earlier frames, the slots reaching back further repeat the oldest frame it has (at
+    its first frame, the frame itself), as training does at clip starts (training/sequences.py), so both see the
+    same inputs. A change of frame size or pixel type, or of the stream's restart count (a live source that
+    reconnected), starts its history over: frames from before are another recording. Frames are kept as they
+    arrived (copied, so a caller may reuse its buffers) and all frames of a history have one size, so the engine
+    pre-processes a stack as a whole and its F channels share one geometry. Memory: (F - 1) s frames per stream
+    id ever seen.
     """
 
-    def __init__(self, frames: int):
-        if frames < 1:
-            raise ValueError(f"FrameHistory needs frames >= 1, got {frames}")
-        self.frames = frames
+    def __init__(self, frames: int, spacing: int = 1):
+        if frames < 1 or spacing < 1:
+            raise ValueError(f"FrameHistory needs frames >= 1 and spacing >= 1, got {frames} and {spacing}")
+        self.frames, self.spacing = frames, spacing
         self._streams: dict[Hashable, tuple[tuple, deque[np.ndarray]]] = {}
 
     def stacks(self, images: Sequence[np.ndarray], streams: Sequence[Hashable] | None = None,
@@ -65,9 +67,10 @@ class FrameHistory:
         recording = (image.shape, image.dtype, restarts)
         held = self._streams.get(stream)
         if held is None or held[0] != recording:
-            held = self._streams[stream] = (recording, deque(maxlen=self.frames - 1))
+            held = self._streams[stream] = (recording, deque(maxlen=(self.frames - 1) * self.spacing))
         earlier = held[1]
-        oldest = earlier[0] if earlier else image
-        stack = np.stack([oldest] * (self.frames - 1 - len(earlier)) + [*earlier, image])
+        back = range((self.frames - 1) * self.spacing, 0, -self.spacing)  # slots t - (F-1)s .. t - s, in frames
+        stack = np.stack([earlier[-step] if step <= len(earlier) else earlier[0] if earlier else image
+                          for step in back] + [image])
         earlier.append(image.copy())  # the deque drops its oldest frame
         return stack

@@ -20,10 +20,11 @@ Engine contract (what the trainer's export writes; any model that follows it run
   Boxes come back in each frame's pixels (pixel (r, c) covers [c, c+1) x [r, r+1)); boxes centred in the padding
   are dropped, the rest clipped to the frame.
 - Batch: a dynamic N runs the whole batch in one call; a fixed N runs chunks of N, the last padded with zeros.
-- Multi-frame models (F > 1, models/export.py): each batch item is one stream's frames t-F+1 .. t as channels, oldest
-  first, the key frame t last; detections refer to the key frame. The engine keeps each stream's last F - 1 frames
-  (engines/frames.py FrameHistory) and pre-processes all F like one frame, so they share one geometry; callers
-  name each frame's stream (engines/base.py MultiFrameDetector).
+- Multi-frame models (F > 1, models/export.py): each batch item is one stream's frames t - (F-1) s, .., t - s, t as
+  channels (s: metadata ``frame_spacing``, absent: 1), oldest first, the key frame t last; detections refer to the
+  key frame. The engine keeps each stream's last (F - 1) s frames (engines/frames.py FrameHistory) and
+  pre-processes all F like one frame, so they share one geometry; callers name each frame's stream
+  (engines/base.py MultiFrameDetector).
 """
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ CONTRACT = ("input 'images' float32 [N, F, H, W] (F: metadata 'frames', absent 1
             "[N, K, 4] (x1, y1, x2, y2 in input pixels) and 'scores' float32 [N, K] (see "
             "engines/onnxruntime_backend.py)")
 METADATA_DEFAULTS = {"mean": 0.0, "std": 1.0, "input_scale": 1.0, "size_divisor": 32, "frames": 1,
-                     "resize_factor": 1.0}
+                     "resize_factor": 1.0, "frame_spacing": 1}
 
 
 class OnnxRuntimeDetector:
@@ -76,14 +77,14 @@ class OnnxRuntimeDetector:
             raise UserError(f"detector weights {self.weights}: not an ONNX model ONNX Runtime can load ({reason}); "
                             "give an .onnx file exported by the trainer") from None
         metadata = self.session.get_modelmeta().custom_metadata_map
-        mean, std, input_scale, size_divisor, frames, resize_factor = (self._metadata_number(metadata, k)
-                                                                       for k in METADATA_DEFAULTS)
+        mean, std, input_scale, size_divisor, frames, resize_factor, spacing = (
+            self._metadata_number(metadata, k) for k in METADATA_DEFAULTS)
         self._check_contract(int(frames))
         batch, _, height, width = (_fixed(dim) for dim in self.session.get_inputs()[0].shape)
         self.spec = InputSpec(batch, height, width, mean, std, input_scale, int(size_divisor), int(frames),
-                              resize_factor)
+                              resize_factor, int(spacing))
         self.frames = self.spec.frames
-        self.history = FrameHistory(self.frames)
+        self.history = FrameHistory(self.frames, self.spec.frame_spacing)
 
     @property
     def fixed_size(self) -> tuple[int | None, int | None]:
@@ -123,12 +124,12 @@ class OnnxRuntimeDetector:
             value = math.nan
         whole = math.isfinite(value) and value >= 1 and value == int(value)
         valid = math.isfinite(value) and {"mean": True, "std": value > 0, "input_scale": value > 0,
-                                          "size_divisor": whole, "frames": whole,
+                                          "size_divisor": whole, "frames": whole, "frame_spacing": whole,
                                           "resize_factor": 0.25 <= value <= 4}[key]
         if not valid:
             raise UserError(f"detector weights {self.weights}: metadata '{key}' = {text!r} is not valid (mean: a "
-                            "number; std and input_scale: a number > 0; size_divisor and frames: a whole number "
-                            ">= 1; resize_factor: 0.25..4)")
+                            "number; std and input_scale: a number > 0; size_divisor, frames and frame_spacing: a "
+                            "whole number >= 1; resize_factor: 0.25..4)")
         return value
 
     def detect(self, images: Sequence[np.ndarray], streams: Sequence[str] | None = None,

@@ -37,8 +37,8 @@ class BatchLayout:
 @dataclass(frozen=True)
 class InputSpec:
     """What the network input looks like: fixed or dynamic (None) batch, height and width, the scalar
-    normalisation x = (pixel / full_scale * input_scale - mean) / std, the frames per input (channels) F, and the
-    factor frames are resized by along a dynamic axis."""
+    normalisation x = (pixel / full_scale * input_scale - mean) / std, the frames per input (channels) F, the
+    factor frames are resized by along a dynamic axis, and the frames between two of the F input slots."""
 
     batch: int | None
     height: int | None
@@ -49,6 +49,7 @@ class InputSpec:
     size_divisor: int = 32
     frames: int = 1
     resize_factor: float = 1.0
+    frame_spacing: int = 1
 
     def layout(self, shapes: Sequence[tuple[int, int]]) -> BatchLayout:
         sizes = [(self.height or int(h * self.resize_factor + 0.5), self.width or int(w * self.resize_factor + 0.5))

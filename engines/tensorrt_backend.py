@@ -387,7 +387,7 @@ def calibration_batches(frames: Sequence[np.ndarray], spec: InputSpec,
     as one stream's; a last partial batch is left out."""
     batch, _, height, width = shape
     fixed = replace(spec, batch=batch, height=height, width=width)
-    items = FrameHistory(spec.frames).stacks(frames)
+    items = FrameHistory(spec.frames, spec.frame_spacing).stacks(frames)
     for start in range(0, len(items) - batch + 1, batch):
         yield prepare_numpy(items[start:start + batch], fixed, batch)[0]
 
@@ -461,7 +461,7 @@ class TensorRTDetector:
         self.context = self.engine.create_execution_context()
         self.spec, self.profile = record.spec, record.key.profile
         self.frames = self.spec.frames
-        self.history = FrameHistory(self.frames)
+        self.history = FrameHistory(self.frames, self.spec.frame_spacing)
 
     def _given_plan(self, trt, plan: Path) -> PlanRecord:
         """The record of a plan named by the user, rebuilt (from its ONNX, into the cache) when it was built for

@@ -76,7 +76,7 @@ class TorchDetector:
             torch.set_num_threads(options.threads)
         self.spec = input_spec(files.onnx, detector, self.config)
         self.frames = self.spec.frames
-        self.history = FrameHistory(self.frames)
+        self.history = FrameHistory(self.frames, self.spec.frame_spacing)
         self.network = DecodedDetector(detector).to(self.device).eval()
         self.network.detector.to(self.dtype)
         if self.channels_last:
@@ -129,15 +129,16 @@ def input_spec(onnx: Path | None, detector: Detector, config: DetectorConfig) ->
         from engines.onnxruntime_backend import contract_spec
 
         spec = contract_spec(onnx, config)
-        if spec.frames != detector.frames:
-            raise UserError(f"{onnx} takes {spec.frames} frames per input, but the torch model beside it takes "
-                            f"{detector.frames} (model input.previous_frames {detector.frames - 1}): the files are "
-                            "from different models; export the ONNX again from this model")
+        if (spec.frames, spec.frame_spacing) != (detector.frames, detector.frame_spacing):
+            raise UserError(f"{onnx} takes {spec.frames} frames per input, {spec.frame_spacing} apart, but the torch "
+                            f"model beside it takes {detector.frames}, {detector.frame_spacing} apart (model "
+                            "input.previous_frames + 1, input.frame_spacing): the files are from different models; "
+                            "export the ONNX again from this model")
         return spec
     normalization = detector.input_normalization
     return InputSpec(None, None, None, float(normalization["mean"]), float(normalization["std"]),
                      float(normalization["input_scale"]), int(normalization["size_divisor"]), detector.frames,
-                     float(normalization["resize_factor"]))
+                     float(normalization["resize_factor"]), detector.frame_spacing)
 
 
 class DecodedDetector(nn.Module):

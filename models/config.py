@@ -16,6 +16,7 @@ from pipeline.schema import option, require
 RESNET_DEPTHS = (18, 34, 50, 101)
 FIRST_LEVEL, LAST_LEVEL = 2, 5  # pyramid levels the ResNet feeds: C2 (stride 4) .. C5 (stride 32)
 MAX_PREVIOUS_FRAMES = 15
+MAX_FRAME_SPACING = 30
 
 
 @dataclass
@@ -33,6 +34,10 @@ class InputConfig:
            "are stacked as the stem's k + 1 input channels, oldest first, key frame last, each normalised with the "
            f"same mean / std (needs channels 1; at most {MAX_PREVIOUS_FRAMES}); the engine contract for it is "
            "proposed in models/export.py")
+    frame_spacing: int = option(
+        1, "ours, with previous_frames > 0: the previous frames are every s-th frame before the key frame (t - k s "
+           ".. t - s, t), so a slow target moves s times as far between slots; the engines keep k s frames per "
+           f"stream (ONNX metadata frame_spacing). 1..{MAX_FRAME_SPACING}")
     resize_factor: float = option(
         1.0, "ours (1 in the reference): the network sees every frame resized by this factor (bilinear). 2 gives "
              "2-9 px targets four times the pixels, and a stride-4 output grid falls every 2 frame pixels; the "
@@ -45,6 +50,8 @@ class InputConfig:
         require(self.channels in (1, 3), "channels", f"must be 1 or 3, got {self.channels}")
         require(0 <= self.previous_frames <= MAX_PREVIOUS_FRAMES, "previous_frames",
                 f"must be 0..{MAX_PREVIOUS_FRAMES}, got {self.previous_frames}")
+        require(1 <= self.frame_spacing <= MAX_FRAME_SPACING, "frame_spacing",
+                f"must be 1..{MAX_FRAME_SPACING}, got {self.frame_spacing}")
         require(self.previous_frames == 0 or self.channels == 1, "previous_frames",
                 f"stacks grey frames as the input channels, so it needs channels 1, got channels {self.channels}")
         require(math.isfinite(self.pixel_scale) and self.pixel_scale > 0, "pixel_scale",

@@ -68,6 +68,11 @@ class Detector(nn.Module):
         return self.config.input.previous_frames + 1
 
     @property
+    def frame_spacing(self) -> int:
+        """Frames between two input slots of a multi-frame model (input.frame_spacing; 1: consecutive frames)."""
+        return self.config.input.frame_spacing
+
+    @property
     def input_normalization(self) -> dict[str, float]:
         """The scalar pre-processing of the engine contract (engines/onnxruntime_backend.py): mean, std and
         input_scale, the resize_factor frames are resized by, and the size_divisor frames are padded to (the

@@ -8,19 +8,21 @@ host runs it). Standard ONNX ops only (opset 17), so the same file feeds ONNX Ru
 parts (BP-FPN's DGR) are not in the graph.
 
 Multi-frame models (model input.previous_frames = k > 0):
-- ``images`` is float32 [N, F, H, W] with F = k + 1: one stream's frames t-k .. t as channels, oldest first, the
-  key frame t last; detections refer to the key frame. Every channel is normalised with the same scalar
+- ``images`` is float32 [N, F, H, W] with F = k + 1: one stream's frames t - k s, .., t - s, t as channels
+  (s: model input.frame_spacing, metadata ``frame_spacing``, absent means 1), oldest first, the key frame t last;
+  detections refer to the key frame. Every channel is normalised with the same scalar
   ``mean``, ``std`` and ``input_scale``. metadata_props ``frames`` = F (absent means 1, so single-frame files
   stay as they are); dimension 1 of ``images`` is fixed to F, and TensorRT profiles keep it fixed.
-- Every model engine keeps, per stream id, the stream's last k frames as they arrived (engines/frames.py
-  FrameHistory; memory: k frames per stream) and pre-processes each stack as a whole, so all F channels share one
+- Every model engine keeps, per stream id, the stream's last k s frames as they arrived (engines/frames.py
+  FrameHistory; memory: k s frames per stream) and pre-processes each stack as a whole, so all F channels share one
   resize and padding. The Detector protocol still takes one frame per stream per batch item and batches across
   streams; callers name each frame's stream and restart count (engines/base.py MultiFrameDetector), which the
   runner does whenever the detector's ``frames`` > 1.
-- Until a stream has k earlier frames (its start, after a reconnect, or after a change of frame size or pixel
-  type, each of which clears its history) the missing slots repeat the oldest frame it has: training does the
-  same at clip starts (training/sequences.py), so both see the same inputs. Frames a live source drops under load
-  never enter the history, so the stack then spans a longer time; the frame timestamps say by how much.
+- Until a stream has k s earlier frames (its start, after a reconnect, or after a change of frame size or pixel
+  type, each of which clears its history) the slots reaching back further repeat the oldest frame it has:
+  training does the same at clip starts (training/sequences.py), so both see the same inputs. Frames a live
+  source drops under load never enter the history, so the stack then spans a longer time; the frame timestamps
+  say by how much.
 """
 from __future__ import annotations
 
@@ -77,6 +79,7 @@ def export_onnx(detector: Detector, path: str | Path, input_size: tuple[int, int
     metadata.update(size_divisor=str(normalization["size_divisor"]), model=detector.config.name)
     if detector.frames > 1:
         metadata["frames"] = str(detector.frames)
+        metadata["frame_spacing"] = str(detector.frame_spacing)
     onnx.helper.set_model_props(model, metadata)
     onnx.save(model, str(path))
     return path

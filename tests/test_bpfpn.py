@@ -247,6 +247,9 @@ def test_config_errors_name_the_key():
         build_detector(tiny_config(input={"channels": 3, "previous_frames": 2}))
     with pytest.raises(ConfigError, match="model.input.previous_frames"):
         build_detector(tiny_config(input={"channels": 1, "mean": [0.4], "std": [0.2], "previous_frames": -1}))
+    with pytest.raises(ConfigError, match="model.input.frame_spacing.*must be 1..30, got 0"):
+        build_detector(tiny_config(input={"channels": 1, "mean": [0.4], "std": [0.2], "previous_frames": 2,
+                                          "frame_spacing": 0}))
 
 
 def test_multi_frame_input_stacks_frames_at_the_stem():
@@ -340,6 +343,9 @@ def test_sequences_return_the_key_frame_after_its_previous_frames(tmp_path):
 
     strided = ClipSequences(tmp_path, ["a"], previous_frames=1, step=2, max_cached_clips=1)
     assert [strided[i].key_index for i in range(len(strided))] == [0, 2, 4]
+    spaced = ClipSequences(tmp_path, ["a"], previous_frames=2, frame_spacing=2)
+    assert [spaced[i].frame_indices.tolist() for i in (2, 3, 5)] == [[0, 0, 2], [0, 1, 3], [1, 3, 5]]
+    np.testing.assert_allclose(spaced[5].frames.mean(axis=(1, 2)), [50, 110, 170], atol=3)
 
 
 def test_sequences_report_bad_clips(tmp_path):

@@ -92,9 +92,11 @@ def clip_data(clips: tuple[Path, Path], **values) -> dict:
             "input_size": [64, 64], "resize": "keep_ratio", "repeats": 1, **values}
 
 
-def train_config_file(tmp_path: Path, clips, previous_frames: int, head: str = "fcos", **data) -> Path:
+def train_config_file(tmp_path: Path, clips, previous_frames: int, head: str = "fcos", frame_spacing: int = 1,
+                      **data) -> Path:
     """A two-iteration, one-epoch run of the tiny BP-FPN on the synthetic clips, validating on clip 'b'."""
-    model = {**TINY_BPFPN, "input": {**TINY_BPFPN["input"], "previous_frames": previous_frames},
+    model = {**TINY_BPFPN, "input": {**TINY_BPFPN["input"], "previous_frames": previous_frames,
+                                     "frame_spacing": frame_spacing},
              "head": {**TINY_BPFPN["head"], "kind": head}}
     (tmp_path / "model.yaml").write_text(yaml.safe_dump(model))
     config = {"name": "tiny_bpfpn", "model": str(tmp_path / "model.yaml"), "data": clip_data(clips, **data),
@@ -124,6 +126,10 @@ def test_samples_stack_the_previous_frames_oldest_first_key_frame_last(clips):
     assert 0 <= batch.images.min() and batch.images.max() <= 1
     start = batch.images[0, :, HEIGHT - 8:HEIGHT, :8].mean(dim=(1, 2)) * 255  # the clip start repeats frame 0
     np.testing.assert_allclose(start.numpy(), [background(0)] * 3, atol=3)
+
+    spaced = training_set(config, seed=0, with_masks=False, previous_frames=2, frame_spacing=2)[2]
+    corner = spaced.image[HEIGHT - 8:HEIGHT, 0:8].reshape(-1, 3).mean(axis=0)  # key frame 4: frames 0, 2, 4
+    np.testing.assert_allclose(corner, [background(0), background(2), background(4)], atol=3)
 
     single = training_set(config, seed=0, with_masks=False, previous_frames=0)[2]
     assert single.image.shape == (64, 64)  # k = 0: a plain grey image, as DenseSIRST samples
@@ -174,10 +180,13 @@ def test_val_clips_are_scored_in_original_pixels(clips):
 
 
 # ---------------------------------------------------------------------------------------------------- training
-@pytest.mark.parametrize("previous_frames", [0, 2])
-def test_bpfpn_trains_on_clips_and_validates_on_val_clips(tmp_path, clips, previous_frames):
-    trainer = Trainer(load_train_config(train_config_file(tmp_path, clips, previous_frames)))
+@pytest.mark.parametrize("previous_frames, frame_spacing", [(0, 1), (2, 3)])
+def test_bpfpn_trains_on_clips_and_validates_on_val_clips(tmp_path, clips, previous_frames, frame_spacing):
+    trainer = Trainer(load_train_config(train_config_file(tmp_path, clips, previous_frames,
+                                                          frame_spacing=frame_spacing)))
     assert trainer.model.backbone.conv1.in_channels == previous_frames + 1
+    for samples in (trainer.train_set, trainer.val_set):
+        assert samples.dataset.sequences.frame_spacing == frame_spacing
     result = trainer.run()
     assert not result.interrupted and result.iteration == 2 and (tmp_path / "run" / "best.pt").is_file()
     rows = (tmp_path / "run" / "log_iterations.csv").read_text().splitlines()
@@ -199,7 +208,7 @@ def test_bpfpn_trains_on_clips_and_validates_on_val_clips(tmp_path, clips, previ
     assert main(["release", "--config", config, "--checkpoint", str(tmp_path / "run" / "best.pt"), "--out",
                  str(released)]) == 0
     engine = OnnxRuntimeDetector(released / "model.onnx")
-    assert engine.frames == previous_frames + 1
+    assert engine.frames == previous_frames + 1 and engine.spec.frame_spacing == frame_spacing
     engine.close()
 
 

@@ -10,6 +10,7 @@ from dataclasses import asdict, replace
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 torch = pytest.importorskip("torch", reason="building and exporting the models needs the train extra (torch)")
 pytest.importorskip("onnx", reason="the export needs the onnx package (dev / train extras)")
@@ -36,8 +37,8 @@ THRESHOLD = 0.4  # the seeded model scores a few to a few tens of candidates per
 SIZE = (64, 96)  # multiples of the model's size divisor (16): no padding, so the reference needs none
 
 
-def multi_frame_config(previous=PREVIOUS):
-    return model_config("bpfpn_tiny", **{"input.previous_frames": previous})
+def multi_frame_config(previous=PREVIOUS, spacing=1):
+    return model_config("bpfpn_tiny", **{"input.previous_frames": previous, "input.frame_spacing": spacing})
 
 
 @pytest.fixture(scope="module")
@@ -90,9 +91,10 @@ def different(a, b):
     return len(a) != len(b) or not np.allclose(a.scores, b.scores, atol=1e-3)
 
 
-def training_stack(frames, key, previous=PREVIOUS):
-    """Frames key-k .. key of one clip, missing ones repeating the first: training/sequences.py's indices."""
-    return np.stack([frames[i] for i in np.maximum(np.arange(key - previous, key + 1), 0)])
+def training_stack(frames, key, previous=PREVIOUS, spacing=1):
+    """Frames key - k s, .., key - s, key of one clip, missing ones repeating the first: training/sequences.py's
+    indices."""
+    return np.stack([frames[i] for i in np.maximum(key - spacing * np.arange(previous, -1, -1), 0)])
 
 
 def clip(count, seed, shape=SIZE, dtype=np.uint8):
@@ -131,6 +133,20 @@ def test_frame_history_repeats_the_first_frame_and_keeps_streams_apart():
             assert stack.dtype == frames.dtype and np.array_equal(stack, training_stack(frames, key)), (name, key)
     assert np.array_equal(stacks["a"][0], clips["a"][[0, 0, 0]]), "a stream starts with its first frame, repeated"
     assert np.array_equal(stacks["a"][1], clips["a"][[0, 0, 1]])
+
+
+def test_frame_history_spaces_the_previous_frames_as_training_does():
+    history = FrameHistory(PREVIOUS + 1, spacing=3)
+    clips = {"a": clip(9, seed=6), "b": clip(4, seed=7)}
+    batches = [["a", "b", "a"], ["a", "a"], ["b", "a", "b", "a", "b"], ["a", "a", "a"]]
+    stacks = interleaved(clips, batches)(history.stacks)
+    for name, frames in clips.items():
+        for key, stack in enumerate(stacks[name]):
+            assert np.array_equal(stack, training_stack(frames, key, spacing=3)), (name, key)
+    assert np.array_equal(stacks["a"][4], clips["a"][[0, 1, 4]]), "slots before the stream start repeat its first"
+    assert np.array_equal(stacks["a"][8], clips["a"][[2, 5, 8]]), "a full history: t - 6, t - 3, t"
+    with pytest.raises(ValueError, match="spacing >= 1"):
+        FrameHistory(3, spacing=0)
 
 
 def test_frame_history_starts_over_on_a_new_size_type_or_restart_and_copies_frames():
@@ -228,12 +244,38 @@ def test_torch_engine_agrees_with_onnxruntime_on_a_multi_frame_model(multi_relea
         assert_same_detections(expected[name], found[name], box_atol=5e-3, score_atol=2e-4)
 
 
+def test_spaced_frames_run_alike_in_onnxruntime_torch_and_the_reference(multi_model, tmp_path):
+    """input.frame_spacing 2: the export writes it, both engines stack t - 4, t - 2, t, and the weights are
+    multi_model's (same seed), so the reference is multi_model on the spaced training stacks."""
+    spaced = release(tmp_path / "spaced", multi_frame_config(spacing=2), seed=3)
+    onnx_engine = ort(spaced)
+    torch_engine = engine("torch", spaced, score_threshold=THRESHOLD, torch={"threads": 1})
+    assert onnx_engine.spec.frame_spacing == 2 and torch_engine.spec == onnx_engine.spec
+    clips = {"a": clip(7, seed=45), "b": clip(5, seed=46, dtype=np.uint16)}
+    feed = interleaved(clips, [["a", "b"], ["a", "a", "b"], ["b", "a"], ["a", "b", "a", "b"], ["a"]])
+    found = feed(lambda images, streams: onnx_engine.detect(images, streams=streams))
+    for name, frames in clips.items():
+        expected = [reference(multi_model, training_stack(frames, key, spacing=2)) for key in range(len(frames))]
+        assert_same_detections(expected, found[name])
+    assert different(reference(multi_model, training_stack(clips["a"], 6)), found["a"][6]), \
+        "consecutive frames would give other detections"
+    by_torch = feed(lambda images, streams: torch_engine.detect(images, streams=streams))
+    for name in clips:
+        assert_same_detections(found[name], by_torch[name], box_atol=5e-3, score_atol=2e-4)
+
+
 def test_torch_engine_rejects_an_onnx_of_another_frame_count(multi_release, tmp_path):
     mixed = tmp_path / "mixed"
     release(mixed, model_config("bpfpn_tiny"), seed=3)  # single-frame model.onnx ...
     for name in ("model.pt", "model.yaml"):  # ... beside a multi-frame torch model
         (mixed / name).write_bytes((multi_release / name).read_bytes())
-    with pytest.raises(UserError, match="takes 1 frames per input, but the torch model beside it takes 3"):
+    with pytest.raises(UserError, match="takes 1 frames per input, 1 apart, but the torch model beside it takes 3, 1"):
+        engine("torch", mixed, torch={"threads": 1})
+    spaced = yaml.safe_load((multi_release / "model.yaml").read_text())
+    spaced["input"]["frame_spacing"] = 4
+    (mixed / "model.onnx").write_bytes((multi_release / "model.onnx").read_bytes())
+    (mixed / "model.yaml").write_text(yaml.safe_dump(spaced))
+    with pytest.raises(UserError, match="takes 3 frames per input, 1 apart, but the torch model beside it takes 3, 4"):
         engine("torch", mixed, torch={"threads": 1})
 
 
@@ -261,7 +303,8 @@ def test_contract_checks_the_frames_metadata(multi_release, tmp_path):
     for props, message in (({"frames": "2"}, r"input 'images' is tensor\(float\) \[.*3.*\], for 2 frames per input"),
                            ({}, "for 1 frames per input by its metadata 'frames' \\(absent: 1\\)"),
                            ({"frames": "0"}, "metadata 'frames' = '0' is not valid"),
-                           ({"frames": "inf"}, "metadata 'frames' = 'inf' is not valid")):
+                           ({"frames": "inf"}, "metadata 'frames' = 'inf' is not valid"),
+                           ({"frames": "3", "frame_spacing": "0.5"}, "metadata 'frame_spacing' = '0.5' is not valid")):
         metadata = {p.key: p.value for p in model.metadata_props if p.key != "frames"}
         del model.metadata_props[:]
         onnx.helper.set_model_props(model, {**metadata, **props})

@@ -120,8 +120,9 @@ def evaluate(args: argparse.Namespace, config: TrainConfig) -> int:
     device = resolve_device(config.loop.device)
     detector, contents = load_trained_detector(config, args.checkpoint)
     detector.to(device)
-    test_set = evaluation_set(config.data, args.split, previous_frames=detector.config.input.previous_frames,
-                              resize_factor=detector.config.input.resize_factor)
+    model_input = detector.config.input
+    test_set = evaluation_set(config.data, args.split, previous_frames=model_input.previous_frames,
+                              resize_factor=model_input.resize_factor, frame_spacing=model_input.frame_spacing)
     settings = config.evaluation
     detections = predict(detector_candidates(detector), test_set, batch_size=config.loop.batch_size,
                          num_workers=config.loop.num_workers, device=device, nms_iou=settings.nms_iou,
@@ -305,10 +306,12 @@ def verification_frame(config: TrainConfig) -> tuple[np.ndarray, str]:
     from training.densesirst import DenseSirst
     from training.sequences import ClipSequences, read_clip_split
 
-    previous = config.model_config().get("input", {}).get("previous_frames", 0)
+    model_input = config.model_config().get("input", {})
+    previous = model_input.get("previous_frames", 0)
     if config.data.kind == "clips" and config.data.clips_root_path.is_dir():
         clip = read_clip_split(config.data.clip_split_path)[config.data.test_split][0]
-        sequences = ClipSequences(config.data.clips_root_path, [clip], previous)
+        sequences = ClipSequences(config.data.clips_root_path, [clip], previous,
+                                  frame_spacing=model_input.get("frame_spacing", 1))
         index = min(10, len(sequences) - 1)
         frames = sequences[index].frames
         return (frames if previous else frames[0]), f"clip {clip} frame {index + 1}"

@@ -136,15 +136,16 @@ class Trainer:
         needs_masks = self.model.config.head.kind == "bafe" or config.data.copy_paste != "off"
         frames = self.model.config.input.previous_frames
         factor = self.model.config.input.resize_factor
+        spacing = self.model.config.input.frame_spacing
         self.train_set = training_set(config.data, config.loop.seed, with_masks=needs_masks, previous_frames=frames,
-                                      resize_factor=factor)
+                                      resize_factor=factor, frame_spacing=spacing)
         self.iters_per_epoch = iterations_per_epoch(len(self.train_set), config.loop.batch_size,
                                                     config.loop.max_iters_per_epoch)
         if self.iters_per_epoch == 0:
             raise UserError(f"data.train_split {config.data.train_split!r} gives {len(self.train_set)} samples per "
                             f"epoch, fewer than loop.batch_size ({config.loop.batch_size}): lower the batch size")
         self.val_set = (evaluation_set(config.data, config.data.val_split, previous_frames=frames,
-                                       resize_factor=factor)
+                                       resize_factor=factor, frame_spacing=spacing)
                         if config.data.val_split else None)
         with contextlib.redirect_stdout(io.StringIO()):  # dadaptation prints a notice about decoupled decay
             self.optimizer = build_optimizer(self.model, config.optimizer)

@@ -6,8 +6,8 @@ by top-left corner and size; rows whose 7th column is 0 are ignored boxes and dr
 Frames are decoded with OpenCV through the pipeline's own sources, a whole clip on first use, and kept in memory
 (about 25 MB for 300 frames of 320x256; ``max_cached_clips`` bounds it, dropping the least recently used clip).
 
-Multi-frame samples follow the input order of models (input.previous_frames): frames t-k .. t, oldest first, the
-key frame last. A key frame with fewer than k predecessors repeats the clip's first frame in the missing slots,
+Multi-frame samples follow the input order of models (input.previous_frames k, input.frame_spacing s): frames
+t - k s, .., t - s, t, oldest first, the key frame last. Slots before the clip's start repeat its first frame,
 as an engine does at a stream's start (models/export.py), so training sees what deployment sees.
 
 Split by clip, never by frame: neighbouring frames are near-duplicates, so a frame split puts the val set into
@@ -35,7 +35,7 @@ SPLIT_SUBSETS = ("train", "val")
 @dataclass(slots=True)
 class SequenceSample:
     """frames: [k + 1, H, W] grey (uint8, or uint16 from 16-bit image folders), oldest first, key frame last.
-    frame_indices: int64 [k + 1], the 0-based clip frame of each slot (repeats at the clip start).
+    frame_indices: int64 [k + 1], the 0-based clip frame of each slot, s apart (repeats at the clip start).
     boxes: float32 [N, 4] x1, y1, x2, y2 = x, y, x + w, y + h of the key frame's gt rows, in pixels (edges, no
     VOC minus-one); track_ids: int64 [N], the gt identities."""
 
@@ -94,17 +94,19 @@ class ClipSequences:
     """Map-style dataset over the frames of ``clips`` under ``root``: item i is a ``SequenceSample``.
 
     Key frames are every ``step``-th frame of each clip (0, step, 2 step, ...), frames without gt rows included
-    (they are the negatives); ``previous_frames`` is k.
+    (they are the negatives); ``previous_frames`` is k and ``frame_spacing`` s.
     """
 
     def __init__(self, root: str | Path, clips: list[str], previous_frames: int = 0, step: int = 1,
-                 max_cached_clips: int | None = None):
-        if previous_frames < 0 or step < 1 or (max_cached_clips is not None and max_cached_clips < 1):
-            raise ValueError(f"need previous_frames >= 0, step >= 1 and max_cached_clips >= 1 or None, got "
-                             f"{previous_frames}, {step}, {max_cached_clips}")
+                 max_cached_clips: int | None = None, frame_spacing: int = 1):
+        if (previous_frames < 0 or step < 1 or frame_spacing < 1
+                or (max_cached_clips is not None and max_cached_clips < 1)):
+            raise ValueError(f"need previous_frames >= 0, step >= 1, frame_spacing >= 1 and max_cached_clips >= 1 "
+                             f"or None, got {previous_frames}, {step}, {frame_spacing}, {max_cached_clips}")
         if not clips:
             raise UserError(f"no clips to read under {root}: the split lists none")
-        self.previous_frames, self.max_cached_clips = previous_frames, max_cached_clips
+        self.previous_frames, self.frame_spacing = previous_frames, frame_spacing
+        self.max_cached_clips = max_cached_clips
         self.clips = [read_clip(root, name) for name in clips]
         self.keys = [(clip_index, frame) for clip_index, clip in enumerate(self.clips)
                      for frame in range(0, clip.num_frames, step)]
@@ -115,7 +117,7 @@ class ClipSequences:
 
     def __getitem__(self, index: int) -> SequenceSample:
         clip_index, key = self.keys[index]
-        indices = np.maximum(np.arange(key - self.previous_frames, key + 1), 0)
+        indices = np.maximum(key - self.frame_spacing * np.arange(self.previous_frames, -1, -1), 0)
         boxes, track_ids = self.key_boxes(index)
         return SequenceSample(self.frames(clip_index)[indices], indices, boxes, track_ids,
                               self.clips[clip_index].name)

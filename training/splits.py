@@ -104,10 +104,12 @@ class ClipKeyFrames:
         return f"{self.sequences.clips[clip_index].name}/{key + 1}"
 
 
-def clip_key_frames(config: DataConfig, subset: str, previous_frames: int) -> ClipKeyFrames:
-    """The key frames of clip_split's ``subset`` ('train' or 'val') with ``previous_frames`` frames before each."""
+def clip_key_frames(config: DataConfig, subset: str, previous_frames: int, frame_spacing: int = 1) -> ClipKeyFrames:
+    """The key frames of clip_split's ``subset`` ('train' or 'val') with ``previous_frames`` frames before each,
+    ``frame_spacing`` apart."""
     clips = read_clip_split(config.clip_split_path)[subset]
-    return ClipKeyFrames(ClipSequences(config.clips_root_path, clips, previous_frames, step=config.frame_step))
+    return ClipKeyFrames(ClipSequences(config.clips_root_path, clips, previous_frames, step=config.frame_step,
+                                       frame_spacing=frame_spacing))
 
 
 def _check_frames(config: DataConfig, previous_frames: int) -> None:
@@ -117,9 +119,10 @@ def _check_frames(config: DataConfig, previous_frames: int) -> None:
 
 
 def training_set(config: DataConfig, seed: int, with_masks: bool, previous_frames: int = 0,
-                 resize_factor: float = 1.0) -> ReferenceTrainingSet:
+                 resize_factor: float = 1.0, frame_spacing: int = 1) -> ReferenceTrainingSet:
     """The augmented, repeated train split; ``with_masks`` loads sky and target masks (BAFE head, BAG-CP);
-    ``previous_frames`` (the model's input.previous_frames) frames go before each key frame of clips;
+    ``previous_frames`` (the model's input.previous_frames) frames go before each key frame of clips,
+    ``frame_spacing`` (input.frame_spacing) apart;
     ``resize_factor`` (the model's input.resize_factor) is the factor of data.resize 'factor'."""
     if config.copy_paste != "off" and not with_masks:
         raise ValueError("BAG-CP needs the masks: call with with_masks=True")
@@ -130,7 +133,7 @@ def training_set(config: DataConfig, seed: int, with_masks: bool, previous_frame
         if with_masks:
             raise ConfigError("head.kind", "'bafe' learns sky segmentation and clips have no sky masks: use "
                                            "head.kind fcos for data.kind clips")
-        return kind(clip_key_frames(config, config.train_split, previous_frames), repeats=config.repeats,
+        return kind(clip_key_frames(config, config.train_split, previous_frames, frame_spacing), repeats=config.repeats,
                     size=tuple(config.input_size), flip_probability=config.flip_probability, copy_paste=None,
                     seed=seed, crop_size=None if config.crop_size is None else tuple(config.crop_size))
     dataset = DenseSirst(config.root_path, config.train_split, with_masks=with_masks)
@@ -147,16 +150,16 @@ def training_set(config: DataConfig, seed: int, with_masks: bool, previous_frame
 
 
 def evaluation_set(config: DataConfig, split: str, previous_frames: int = 0,
-                   resize_factor: float = 1.0) -> ResizedTestSet:
+                   resize_factor: float = 1.0, frame_spacing: int = 1) -> ResizedTestSet:
     """``split`` resized as the network sees it; ground truth in original pixels is ``.dataset.annotations``.
-    With data.kind 'clips', ``split`` is a subset of clip_split; ``previous_frames`` and ``resize_factor`` as in
-    training_set."""
+    With data.kind 'clips', ``split`` is a subset of clip_split; ``previous_frames``, ``resize_factor`` and
+    ``frame_spacing`` as in training_set."""
     _check_frames(config, previous_frames)
     if config.kind == "clips":
         if split not in SPLIT_SUBSETS:
             raise UserError(f"split {split!r} is not a subset of data.clip_split {config.clip_split}: use one of "
                             f"{', '.join(SPLIT_SUBSETS)}")
-        dataset = clip_key_frames(config, split, previous_frames)
+        dataset = clip_key_frames(config, split, previous_frames, frame_spacing)
     else:
         dataset = DenseSirst(config.root_path, split, with_masks=False)
     if config.resize == "factor":
