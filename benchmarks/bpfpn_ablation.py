@@ -13,7 +13,13 @@ taken from the clip as the engine's frame buffer does, and scored:
   thresholds;
 - the tracker's MOTA / IDF1 / HOTA downstream (the pipeline's tracker with its defaults, fed the detections at
   the score threshold that gives 0.5 false alarms per frame on the val clips);
-- params, FLOPs (from the exported ONNX at 320x256) and CPU latency (ONNX Runtime, batch 1, median of repeats).
+- params, FLOPs (from the exported ONNX at 320x256) and CPU latency (ONNX Runtime, batch 1): every model is timed
+  in each of 20 rounds, in a new order each round, and its cost is also given as the median over rounds of its
+  round median over the plain FPN's with the same input frames, so a few percent stand out of the machine's drift.
+
+A seed suffix (``_s1``) repeats a variant with another weight init and batch order; the summary gives each
+variant's mean and std over its seeds and the paired differences, seed by seed, from the plain FPN and (k > 0) from
+the same neck on single frames. ``_gap<s>`` spaces the previous frames s apart (input.frame_spacing).
 
 Training runs land in runs/bpfpn_ablation/<variant>/ and are reused: a finished one is only scored, an unfinished
 one resumed, and its scores are kept beside it (scores.json) until its last.pt changes. Variants can be trained and
@@ -29,6 +35,7 @@ import re
 import sys
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -65,28 +72,47 @@ TRACKING_FALSE_ALARMS = 0.5          # the tracker gets each variant's detection
 THRESHOLDS = np.round(np.arange(0.02, 0.62, 0.02), 2)
 CENTROID_PX = 3.0                    # Pd / Fa: the usual SIRST centroid criterion (as densesirst_eval.py)
 TRACK_MATCH_PX = 5.0                 # tracker metrics: as benchmarks/tracker_bench.py
-LATENCY_RUNS = 200
+LATENCY_ROUNDS, LATENCY_RUNS, LATENCY_WARMUP = 20, 25, 3  # interleaved_latencies: rounds x timed runs per model
+METRICS = {  # the scores summarised over seeds: name -> how to read it from a variant's row (None: not reached)
+    "AP50": lambda row: row["AP50"],
+    f"Pd@{TRACKING_FALSE_ALARMS}FA": lambda row: row["pd_at_false_alarms_per_frame"][str(TRACKING_FALSE_ALARMS)],
+    "MOTA": lambda row: (row["tracking"] or {}).get("MOTA"),
+    "IDF1": lambda row: (row["tracking"] or {}).get("IDF1"),
+}
+
+
+class Variant(NamedTuple):
+    neck: str          # a NECKS key
+    frames: int        # k, the previous frames (input.previous_frames)
+    spacing: int       # frames between two input slots (input.frame_spacing)
+    seed: int          # loop.seed: weight init and batch order
 
 
 def variant_names(frames: int) -> list[str]:
-    return [f"{neck}_k{k}" for k in (0, frames) for neck in NECKS]
+    return [variant_name(Variant(neck, k, 1, 0)) for k in (0, frames) for neck in NECKS]
 
 
-def parse_variant(name: str) -> tuple[str, int, int] | None:
-    """'<neck>_k<frames>[_s<seed>]' -> (neck, k, seed); None for anything else."""
-    match = re.fullmatch(r"(\w+?)_k(\d+)(?:_s(\d+))?", name)
-    if match is None or match[1] not in NECKS:
+def parse_variant(name: str) -> Variant | None:
+    """'<neck>_k<frames>[_gap<spacing>][_s<seed>]' -> Variant; None for anything else."""
+    match = re.fullmatch(r"(\w+?)_k(\d+)(?:_gap(\d+))?(?:_s(\d+))?", name)
+    if match is None or match[1] not in NECKS or (match[3] is not None and int(match[3]) < 1):
         return None
-    return match[1], int(match[2]), int(match[3] or 0)
+    return Variant(match[1], int(match[2]), int(match[3] or 1), int(match[4] or 0))
+
+
+def variant_name(variant: Variant) -> str:
+    """The inverse of parse_variant (spacing 1 and seed 0 are left out)."""
+    gap = f"_gap{variant.spacing}" if variant.spacing != 1 else ""
+    return f"{variant.neck}_k{variant.frames}{gap}" + (f"_s{variant.seed}" if variant.seed else "")
 
 
 def model_config(variant: str) -> dict:
     """bpfpn_tiny's config with the variant's neck switches and previous frames."""
-    neck, k, _ = parse_variant(variant)
+    parsed = parse_variant(variant)
     config = yaml.safe_load(MODEL_CONFIG.read_text())
     config["name"] = f"bpfpn_tiny_{variant}"
-    config["input"]["previous_frames"] = k
-    for part, values in NECKS[neck].items():
+    config["input"].update(previous_frames=parsed.frames, frame_spacing=parsed.spacing)
+    for part, values in NECKS[parsed.neck].items():
         config["neck"][part].update(values)
     return config
 
@@ -98,7 +124,7 @@ def train_config(variant: str, run_dir: Path, epochs: int) -> TrainConfig:
     model_path.write_text(yaml.safe_dump(model_config(variant), sort_keys=False))
     return load_train_config(TRAIN_CONFIG, [
         f"name={variant}", f"model={model_path}", "data.val_split=null", f"schedule.epochs={epochs}",
-        f"loop.seed={parse_variant(variant)[2]}",
+        f"loop.seed={parse_variant(variant).seed}",
         f"schedule.milestones=[{epochs - 1}]", f"output.dir={run_dir}"])
 
 
@@ -125,11 +151,11 @@ def train_variant(variant: str, run_dir: Path, epochs: int) -> TrainConfig:
 
 # --- scoring ---------------------------------------------------------------------------------------------
 
-def val_frames(config: TrainConfig, previous_frames: int, limit: int | None) -> KeepRatioTestSet:
+def val_frames(config: TrainConfig, previous_frames: int, spacing: int, limit: int | None) -> KeepRatioTestSet:
     """Every frame of the val clips (not only the key frames; the first ``limit`` clips), each with its k previous
-    frames."""
+    frames ``spacing`` apart."""
     clips = read_clip_split(config.data.clip_split_path)["val"][:limit]
-    sequences = ClipSequences(config.data.clips_root_path, clips, previous_frames, step=1)
+    sequences = ClipSequences(config.data.clips_root_path, clips, previous_frames, step=1, frame_spacing=spacing)
     return KeepRatioTestSet(ClipKeyFrames(sequences), size=tuple(config.data.input_size))
 
 
@@ -179,23 +205,43 @@ def tracking_scores(test_set: KeepRatioTestSet, detections: list[Detections], th
 
 
 def cost(detector, onnx_path: Path, size: tuple[int, int]) -> dict:
-    """Parameters, FLOPs per frame (from the ONNX it exports to ``onnx_path``) and ONNX Runtime latency at batch 1,
-    ``size`` (w, h)."""
-    import onnxruntime
-
+    """Parameters and FLOPs per frame at ``size`` (w, h), from the ONNX it exports to ``onnx_path``."""
     from engines.onnx_graph import count_macs
 
     path = export_onnx(detector, onnx_path)
     width, height = size
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    images = np.random.default_rng(0).random((1, detector.frames, height, width), dtype=np.float32)
-    times = latencies_ms(lambda _: session.run(None, {"images": images}), LATENCY_RUNS, warmup=10)
     training_only = detector.neck.regularizer
     return {"params": sum(p.numel() for p in detector.parameters()),
             "training_only_params": 0 if training_only is None else sum(p.numel() for p in training_only.parameters()),
-            "gflops": round(2 * count_macs(path, height, width)["total"] / 1e9, 4),
-            "latency_ms_p50": round(float(np.median(times)), 3),
-            "latency_ms_p90": round(float(np.percentile(times, 90)), 3)}
+            "gflops": round(2 * count_macs(path, height, width)["total"] / 1e9, 4)}
+
+
+def interleaved_latencies(models: dict[str, tuple[Path, int]], size: tuple[int, int]) -> dict[str, np.ndarray]:
+    """ONNX Runtime milliseconds [LATENCY_ROUNDS, LATENCY_RUNS] per model ({name: (onnx, frames per input)}) at
+    batch 1 and ``size`` (w, h). Each round times every model in a new random order, so a slow spell of the machine
+    falls on all models alike instead of on whichever was being timed: rows differing by a few percent can then
+    be told apart (the round-by-round ratios, ``latency_ratios``)."""
+    import onnxruntime
+
+    width, height = size
+    runs = {}
+    for name, (onnx, frames) in models.items():
+        session = onnxruntime.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+        images = np.random.default_rng(0).random((1, frames, height, width), dtype=np.float32)
+        runs[name] = lambda _, session=session, images=images: session.run(None, {"images": images})
+    order = np.random.default_rng(0)
+    times = {name: [] for name in models}
+    for _ in range(LATENCY_ROUNDS):
+        for name in order.permutation(list(models)):
+            times[name].append(latencies_ms(runs[name], LATENCY_RUNS, warmup=LATENCY_WARMUP))
+    return {name: np.array(rounds) for name, rounds in times.items()}
+
+
+def latency_ratios(times: np.ndarray, reference: np.ndarray) -> dict:
+    """Median and 10th / 90th percentiles over rounds of (this model's round median / the reference's)."""
+    ratios = np.median(times, axis=1) / np.median(reference, axis=1)
+    return {"median": round(float(np.median(ratios)), 4), "p10": round(float(np.percentile(ratios, 10)), 4),
+            "p90": round(float(np.percentile(ratios, 90)), 4)}
 
 
 def detection_scores(config: TrainConfig, checkpoint: Path, test_set: KeepRatioTestSet,
@@ -222,33 +268,78 @@ def detection_scores(config: TrainConfig, checkpoint: Path, test_set: KeepRatioT
     return scores
 
 
+def summarise(variants: dict[str, dict]) -> list[dict]:
+    """Per variant over its seeds (releases left out): mean and sample std of each METRICS score, and the paired
+    differences, seed by seed (same weight init and batches), from the plain FPN with the same input frames and
+    (for k > 0) from the same neck on single frames."""
+    groups: dict[Variant, dict[int, dict]] = {}
+    for name, row in variants.items():
+        if (parsed := parse_variant(name)) is not None:
+            groups.setdefault(parsed._replace(seed=0), {})[parsed.seed] = row
+    summary = []
+    for key, by_seed in groups.items():
+        entry = {"variant": variant_name(key), "seeds": sorted(by_seed)}
+        references = {"vs_plain_fpn": key._replace(neck="fpn"), "vs_single_frame": key._replace(frames=0, spacing=1)}
+        for metric, read in METRICS.items():
+            entry[metric] = _spread([read(row) for row in by_seed.values()])
+            for label, reference in references.items():
+                if reference != key and reference in groups:
+                    paired = [read(row) - read(groups[reference][seed]) if read(groups[reference][seed]) is not None
+                              and read(row) is not None else None
+                              for seed, row in by_seed.items() if seed in groups[reference]]
+                    entry[metric][label] = _spread(paired)
+        summary.append(entry)
+    return summary
+
+
+def _spread(values: list[float | None]) -> dict:
+    """n, mean and sample std (None below 2 values) of the values that are not None."""
+    present = np.array([v for v in values if v is not None], dtype=np.float64)
+    return {"n": len(present), "mean": round(float(present.mean()), 4) if len(present) else None,
+            "std": round(float(present.std(ddof=1)), 4) if len(present) > 1 else None}
+
+
 def plot(results: dict, path: Path) -> None:
+    """Each score per variant: a bar at the mean over seeds, a dot for every seed, and the released models."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    names = list(results["variants"])
-    rows = [results["variants"][n] for n in names]
-    panels = [("AP50 (val clips, every frame)", [r["AP50"] for r in rows]),
-              (f"Pd at {TRACKING_FALSE_ALARMS} false alarms/frame",
-               [r["pd_at_false_alarms_per_frame"][str(TRACKING_FALSE_ALARMS)] or 0 for r in rows]),
-              ("tracker IDF1", [(r["tracking"] or {"IDF1": 0})["IDF1"] for r in rows]),
-              ("ONNX Runtime latency p50, ms", [r["latency_ms_p50"] for r in rows])]
-    figure = Figure(figsize=(12, 7), layout="constrained")
+    groups: dict[str, list[dict]] = {}
+    for name, row in results["variants"].items():
+        parsed = parse_variant(name)
+        groups.setdefault(name if parsed is None else variant_name(parsed._replace(seed=0)), []).append(row)
+    names = list(groups)
+    titles = {"AP50": "AP50 (every val frame)", "IDF1": "tracker IDF1",
+              f"Pd@{TRACKING_FALSE_ALARMS}FA": f"Pd at {TRACKING_FALSE_ALARMS} false alarms per frame"}
+    panels = [(titles[metric], METRICS[metric]) for metric in titles]
+    panels.append(("ONNX Runtime latency p50, ms (interleaved)", lambda row: row.get("latency_ms_p50")))
+    figure = Figure(figsize=(13, 8), layout="constrained")
     FigureCanvasAgg(figure)
-    for index, (title, values) in enumerate(panels):
+    for index, (title, read) in enumerate(panels):
         axes = figure.add_subplot(2, 2, index + 1)
-        colours = ["tab:green" if parse_variant(name) is None else
-                   "tab:blue" if parse_variant(name)[1] == 0 else "tab:orange" for name in names]
-        axes.bar(range(len(names)), values, color=colours)
+        values = [[v for v in map(read, groups[name]) if v is not None] for name in names]
+        means = [float(np.mean(v)) if v else 0.0 for v in values]
+        colours = ["tab:green" if parse_variant(name) is None else "tab:blue" if parse_variant(name).frames == 0
+                   else "tab:orange" for name in names]
+        axes.bar(range(len(names)), means, color=colours, alpha=0.7)
+        for x, seeds in enumerate(values):
+            axes.plot([x] * len(seeds), seeds, "k.", markersize=4)
+            axes.text(x, max(seeds, default=0), f"{means[x]:.3g}", ha="center", va="bottom", fontsize=7)
         axes.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
         axes.set_title(title, fontsize=10)
-        for x, value in enumerate(values):
-            axes.text(x, value, f"{value:.3g}", ha="center", va="bottom", fontsize=7)
-        low, high = min(values), max(values)
+        every = [v for seeds in values for v in seeds] or [0.0]
+        low, high = min(every), max(every)
         axes.set_ylim(max(0.0, low - 0.5 * (high - low) - 0.02 * high), high + 0.15 * (high - low) + 0.02 * high)
-    figure.suptitle("BP-FPN ablation on the Halmstad val clips (blue: 1 frame, orange: k previous frames too, "
-                    "green: the released model)")
+    figure.suptitle("BP-FPN ablation, Halmstad val clips. Bars: mean over seeds, dots: seeds; blue: 1 frame, "
+                    "orange: k previous frames too, green: released")
     figure.savefig(path, dpi=110)
+
+
+class Row(NamedTuple):
+    config: TrainConfig
+    checkpoint: Path
+    inputs: tuple[int, int]   # (previous frames k, frame spacing)
+    cache: Path | None        # scores.json of a training run; None for a released model
 
 
 def main() -> None:
@@ -260,8 +351,9 @@ def main() -> None:
                         help="training epochs per variant (397 iterations of batch 8 each; lr x0.1 for the last)")
     parser.add_argument("--frames", type=int, default=2, help="k, the previous frames of the multi-frame rows")
     parser.add_argument("--variants", nargs="+",
-                        help="only these variants, <neck>_k<frames>[_s<seed>] (default: every neck with k=0, then "
-                             "with k=FRAMES, seed 0); a seed suffix repeats a variant to show the seed-to-seed spread")
+                        help="only these variants, <neck>_k<frames>[_gap<spacing>][_s<seed>] (default: every neck "
+                             "with k=0, then with k=FRAMES, seed 0); a seed suffix repeats a variant to show the "
+                             "seed-to-seed spread, _gap<s> spaces the previous frames s apart")
     parser.add_argument("--train-only", action="store_true", help="train the variants, score nothing")
     parser.add_argument("--scores-only", action="store_true",
                         help="train and score the variants (cached in their run folders), time nothing, write nothing")
@@ -272,8 +364,8 @@ def main() -> None:
     names = args.variants or variant_names(args.frames)
     unknown = [n for n in names if parse_variant(n) is None]
     if unknown:
-        parser.error(f"unknown variants {unknown}: use <neck>_k<frames>, or <neck>_k<frames>_s<seed> for another "
-                     f"seed than 0, with neck one of {', '.join(NECKS)}")
+        parser.error(f"unknown variants {unknown}: use <neck>_k<frames>[_gap<spacing>][_s<seed>] "
+                     f"(e.g. gils_k2_gap5_s1), with neck one of {', '.join(NECKS)}")
     configs = {name: train_variant(name, args.runs / name, args.epochs) for name in names}
     if args.train_only:
         return
@@ -283,39 +375,73 @@ def main() -> None:
         "tracker_match_distance_px": TRACK_MATCH_PX, "tracking_false_alarms_per_frame": TRACKING_FALSE_ALARMS,
         "command": " ".join(["python benchmarks/bpfpn_ablation.py", *sys.argv[1:]])},
         "machine": machine(("torch", "onnxruntime"))}
-    # name -> (config, checkpoint, frames k, score cache); the released models last, scored the same way
-    rows = {name: (config, args.runs / name / "last.pt", parse_variant(name)[1], args.runs / name / "scores.json")
-            for name, config in configs.items()}
+    rows = {name: Row(config, args.runs / name / "last.pt", (parse_variant(name).frames, parse_variant(name).spacing),
+                      args.runs / name / "scores.json")
+            for name, config in configs.items()}  # the released models last, scored the same way
     for release in args.release:
         config = load_train_config(release / "train_config.yaml")
-        rows[f"released {release.name}"] = (config, release / "model.pt",
-                                            config.model_config()["input"].get("previous_frames", 0), None)
-    sets: dict[int, KeepRatioTestSet] = {}
-    for name, (config, checkpoint, k, cache) in rows.items():
-        if k not in sets:
-            sets = {k: val_frames(config, k, args.clips)}  # one frame set in memory at a time (k-sorted names reuse it)
-        results["variants"][name] = detection_scores(config, checkpoint, sets[k], cache)
-        results["settings"]["val_clips"] = len(sets[k].dataset.sequences.clips)
-        results["settings"]["frames"] = len(sets[k])
+        model_input = config.model_config()["input"]
+        rows[f"released {release.name}"] = Row(config, release / "model.pt", (model_input.get("previous_frames", 0),
+                                               model_input.get("frame_spacing", 1)), None)
+    sets: dict[tuple[int, int], KeepRatioTestSet] = {}
+    for name, row in rows.items():
+        if row.inputs not in sets:  # one frame set in memory at a time (names sorted by input reuse it)
+            sets = {row.inputs: val_frames(row.config, *row.inputs, args.clips)}
+        test_set = sets[row.inputs]
+        results["variants"][name] = detection_scores(row.config, row.checkpoint, test_set, row.cache)
+        results["settings"]["val_clips"] = len(test_set.dataset.sequences.clips)
+        results["settings"]["frames"] = len(test_set)
     if args.scores_only:
         return
     sets.clear()
-    with tempfile.TemporaryDirectory() as exports:
-        for name, (config, checkpoint, _, _) in rows.items():  # last, so every latency is timed on a quiet machine
-            detector, _ = load_trained_detector(config, str(checkpoint))
-            row = results["variants"][name] | cost(detector, Path(exports) / "model.onnx",
-                                                   tuple(config.data.input_size))
-            results["variants"][name] = row
-            pd = row["pd_at_false_alarms_per_frame"][str(TRACKING_FALSE_ALARMS)]
-            print(f"{name:24s} AP50 {row['AP50']:.3f}  Pd@{TRACKING_FALSE_ALARMS}FA "
-                  f"{pd if pd is not None else float('nan'):.3f}  IDF1 "
-                  f"{(row['tracking'] or {'IDF1': float('nan')})['IDF1']:.3f}  {row['gflops']:.3f} GFLOPs  "
-                  f"{row['latency_ms_p50']:.2f} ms", flush=True)
+    size = tuple(next(iter(rows.values())).config.data.input_size)
+    with tempfile.TemporaryDirectory() as exports:  # latency last, for all rows at once, on a quiet machine
+        models = {}
+        for index, (name, row) in enumerate(rows.items()):
+            detector, _ = load_trained_detector(row.config, str(row.checkpoint))
+            onnx = Path(exports) / f"{index}.onnx"
+            results["variants"][name] |= cost(detector, onnx, size)
+            models[name] = (onnx, detector.frames)
+        times = interleaved_latencies(models, size)
+    for name, row in rows.items():
+        reference = variant_name(Variant("fpn", *row.inputs, 0))
+        results["variants"][name] |= {
+            "latency_ms_p50": round(float(np.median(times[name])), 3),
+            "latency_ms_p90": round(float(np.percentile(times[name], 90)), 3),
+            "latency_vs_plain_fpn": latency_ratios(times[name], times[reference]) if reference in times else None}
+        print_row(name, results["variants"][name])
+    results["summary"] = summarise(results["variants"])
+    for entry in results["summary"]:
+        print_summary(entry)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")
         plot(results, args.json.with_suffix(".png"))
         print(f"wrote {args.json} and {args.json.with_suffix('.png')}")
+
+
+def print_row(name: str, row: dict) -> None:
+    scores = "  ".join(f"{metric} {value:.3f}" if (value := read(row)) is not None else f"{metric} -"
+                       for metric, read in METRICS.items())
+    ratio = row["latency_vs_plain_fpn"]
+    print(f"{name:28s} {scores}  {row['gflops']:.3f} GFLOPs  {row['latency_ms_p50']:.2f} ms"
+          + (f" ({ratio['median']:.3f}x plain FPN)" if ratio else ""), flush=True)
+
+
+def print_summary(entry: dict) -> None:
+    """One line per variant: mean +- std over seeds, then the paired differences."""
+    def spread(values: dict) -> str:
+        if values["mean"] is None:
+            return "-"
+        return f"{values['mean']:+.3f}" + (f"+-{values['std']:.3f}" if values["std"] is not None else "")
+
+    parts = []
+    for metric in METRICS:
+        values = entry[metric]
+        paired = [f"{label[3:]} {spread(values[label])}" for label in ("vs_plain_fpn", "vs_single_frame")
+                  if label in values]
+        parts.append(f"{metric} {spread(values).lstrip('+')}" + (f" ({', '.join(paired)})" if paired else ""))
+    print(f"{entry['variant']:22s} n={len(entry['seeds'])}  " + "  ".join(parts), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,49 @@
+"""benchmarks/bpfpn_ablation.py's bookkeeping, whose numbers go into README and the model cards: variant names,
+and the summary over seeds with its paired (same seed) differences, against hand-computed values."""
+import sys
+
+import pytest
+
+pytest.importorskip("torch", reason="the ablation script imports the trainer (train extra)")
+
+from tests.conftest import REPO  # noqa: E402
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import bpfpn_ablation as ablation  # noqa: E402
+
+
+def test_variant_names_round_trip():
+    assert ablation.parse_variant("gils_dgr_k2_gap5_s1") == ablation.Variant("gils_dgr", 2, 5, 1)
+    assert ablation.parse_variant("fpn_k0") == ablation.Variant("fpn", 0, 1, 0)
+    for name in ("fpn_k0", "gils_nodetach_k2_s3", "dgr_k2_gap4", "gils_k1_gap2_s2"):
+        assert ablation.variant_name(ablation.parse_variant(name)) == name
+    for wrong in ("bifpn_k0", "fpn", "fpn_k2_gap0", "fpn_k2_s1_gap2"):
+        assert ablation.parse_variant(wrong) is None, wrong
+
+
+def row(ap50, pd, idf1=None):
+    return {"AP50": ap50, "pd_at_false_alarms_per_frame": {"0.5": pd},
+            "tracking": None if idf1 is None else {"MOTA": 0.5, "IDF1": idf1}}
+
+
+def test_summary_pairs_seeds_with_the_plain_fpn_and_single_frames():
+    variants = {"fpn_k0": row(0.70, 0.80, 0.70), "fpn_k0_s1": row(0.80, 0.90, 0.72),
+                "dgr_k0": row(0.75, 0.85, 0.71), "dgr_k0_s1": row(0.82, 0.88), "dgr_k0_s2": row(0.60, 0.70, 0.6),
+                "fpn_k2_gap5": row(0.72, 0.86, 0.75), "released bpfpn_tiny": row(0.9, 0.9, 0.9)}
+    summary = {entry["variant"]: entry for entry in ablation.summarise(variants)}
+    assert set(summary) == {"fpn_k0", "dgr_k0", "fpn_k2_gap5"}, "releases are not summarised"
+
+    dgr = summary["dgr_k0"]
+    assert dgr["seeds"] == [0, 1, 2]
+    assert dgr["AP50"]["n"] == 3 and dgr["AP50"]["mean"] == pytest.approx(0.7233, abs=1e-4)
+    assert dgr["AP50"]["std"] == pytest.approx(0.1124, abs=1e-4)  # sample std of 0.75, 0.82, 0.60
+    paired = dgr["AP50"]["vs_plain_fpn"]  # seeds 0 and 1 only: seed 2 has no plain FPN
+    assert paired["n"] == 2 and paired["mean"] == pytest.approx(0.035) and paired["std"] == pytest.approx(0.0212, 1e-2)
+    assert dgr["Pd@0.5FA"]["vs_plain_fpn"]["mean"] == pytest.approx(0.015)
+    assert dgr["IDF1"]["n"] == 2 and dgr["IDF1"]["vs_plain_fpn"] == {"n": 1, "mean": 0.01, "std": None}, \
+        "a seed without tracking scores drops out of the tracking pairs"
+    assert "vs_single_frame" not in dgr and "vs_plain_fpn" not in summary["fpn_k0"]["AP50"]
+
+    multi = summary["fpn_k2_gap5"]
+    assert "vs_plain_fpn" not in multi["AP50"], "no plain FPN with the same input frames"
+    assert multi["Pd@0.5FA"]["vs_single_frame"] == {"n": 1, "mean": 0.06, "std": None}
