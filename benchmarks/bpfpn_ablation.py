@@ -19,7 +19,8 @@ taken from the clip as the engine's frame buffer does, and scored:
 
 A seed suffix (``_s1``) repeats a variant with another weight init and batch order; the summary gives each
 variant's mean and std over its seeds and the paired differences, seed by seed, from the plain FPN and (k > 0) from
-the same neck on single frames. ``_gap<s>`` spaces the previous frames s apart (input.frame_spacing).
+the same neck on single frames. ``_gap<s>`` spaces the previous frames s apart (input.frame_spacing); ``_syn<n>``
+adds n simulated clips to the train clips (data.synthetic_clips), compared with the same variant without them.
 
 Training runs land in runs/bpfpn_ablation/<variant>/ and are reused: a finished one is only scored, an unfinished
 one resumed, and its scores are kept beside it (scores.json) until its last.pt changes. Variants can be trained and
@@ -85,25 +86,27 @@ class Variant(NamedTuple):
     neck: str          # a NECKS key
     frames: int        # k, the previous frames (input.previous_frames)
     spacing: int       # frames between two input slots (input.frame_spacing)
+    synthetic: int     # simulated clips added to the train clips (data.synthetic_clips)
     seed: int          # loop.seed: weight init and batch order
 
 
 def variant_names(frames: int) -> list[str]:
-    return [variant_name(Variant(neck, k, 1, 0)) for k in (0, frames) for neck in NECKS]
+    return [variant_name(Variant(neck, k, 1, 0, 0)) for k in (0, frames) for neck in NECKS]
 
 
 def parse_variant(name: str) -> Variant | None:
-    """'<neck>_k<frames>[_gap<spacing>][_s<seed>]' -> Variant; None for anything else."""
-    match = re.fullmatch(r"(\w+?)_k(\d+)(?:_gap(\d+))?(?:_s(\d+))?", name)
+    """'<neck>_k<frames>[_gap<spacing>][_syn<clips>][_s<seed>]' -> Variant; None for anything else."""
+    match = re.fullmatch(r"(\w+?)_k(\d+)(?:_gap(\d+))?(?:_syn(\d+))?(?:_s(\d+))?", name)
     if match is None or match[1] not in NECKS or (match[3] is not None and int(match[3]) < 1):
         return None
-    return Variant(match[1], int(match[2]), int(match[3] or 1), int(match[4] or 0))
+    return Variant(match[1], int(match[2]), int(match[3] or 1), int(match[4] or 0), int(match[5] or 0))
 
 
 def variant_name(variant: Variant) -> str:
-    """The inverse of parse_variant (spacing 1 and seed 0 are left out)."""
+    """The inverse of parse_variant (spacing 1, no simulated clips and seed 0 are left out)."""
     gap = f"_gap{variant.spacing}" if variant.spacing != 1 else ""
-    return f"{variant.neck}_k{variant.frames}{gap}" + (f"_s{variant.seed}" if variant.seed else "")
+    synthetic = f"_syn{variant.synthetic}" if variant.synthetic else ""
+    return f"{variant.neck}_k{variant.frames}{gap}{synthetic}" + (f"_s{variant.seed}" if variant.seed else "")
 
 
 def model_config(variant: str) -> dict:
@@ -124,7 +127,7 @@ def train_config(variant: str, run_dir: Path, epochs: int) -> TrainConfig:
     model_path.write_text(yaml.safe_dump(model_config(variant), sort_keys=False))
     return load_train_config(TRAIN_CONFIG, [
         f"name={variant}", f"model={model_path}", "data.val_split=null", f"schedule.epochs={epochs}",
-        f"loop.seed={parse_variant(variant).seed}",
+        f"loop.seed={parse_variant(variant).seed}", f"data.synthetic_clips={parse_variant(variant).synthetic}",
         f"schedule.milestones=[{epochs - 1}]", f"output.dir={run_dir}"])
 
 
@@ -270,8 +273,9 @@ def detection_scores(config: TrainConfig, checkpoint: Path, test_set: KeepRatioT
 
 def summarise(variants: dict[str, dict]) -> list[dict]:
     """Per variant over its seeds (releases left out): mean and sample std of each METRICS score, and the paired
-    differences, seed by seed (same weight init and batches), from the plain FPN with the same input frames and
-    (for k > 0) from the same neck on single frames."""
+    differences, seed by seed (same weight init), from the plain FPN with the same input frames, for k > 0 from the
+    same neck on single frames, and with simulated clips from the same variant without them.
+    """
     groups: dict[Variant, dict[int, dict]] = {}
     for name, row in variants.items():
         if (parsed := parse_variant(name)) is not None:
@@ -279,7 +283,8 @@ def summarise(variants: dict[str, dict]) -> list[dict]:
     summary = []
     for key, by_seed in groups.items():
         entry = {"variant": variant_name(key), "seeds": sorted(by_seed)}
-        references = {"vs_plain_fpn": key._replace(neck="fpn"), "vs_single_frame": key._replace(frames=0, spacing=1)}
+        references = {"vs_plain_fpn": key._replace(neck="fpn"), "vs_single_frame": key._replace(frames=0, spacing=1),
+                      "vs_real_clips_only": key._replace(synthetic=0)}
         for metric, read in METRICS.items():
             entry[metric] = _spread([read(row) for row in by_seed.values()])
             for label, reference in references.items():
@@ -351,9 +356,10 @@ def main() -> None:
                         help="training epochs per variant (397 iterations of batch 8 each; lr x0.1 for the last)")
     parser.add_argument("--frames", type=int, default=2, help="k, the previous frames of the multi-frame rows")
     parser.add_argument("--variants", nargs="+",
-                        help="only these variants, <neck>_k<frames>[_gap<spacing>][_s<seed>] (default: every neck "
-                             "with k=0, then with k=FRAMES, seed 0); a seed suffix repeats a variant to show the "
-                             "seed-to-seed spread, _gap<s> spaces the previous frames s apart")
+                        help="only these variants, <neck>_k<frames>[_gap<spacing>][_syn<clips>][_s<seed>] (default: "
+                             "every neck with k=0, then with k=FRAMES, seed 0); a seed suffix repeats a variant to "
+                             "show the seed-to-seed spread, _gap<s> spaces the previous frames s apart, _syn<n> adds "
+                             "n simulated train clips")
     parser.add_argument("--train-only", action="store_true", help="train the variants, score nothing")
     parser.add_argument("--scores-only", action="store_true",
                         help="train and score the variants (cached in their run folders), time nothing, write nothing")
@@ -364,7 +370,7 @@ def main() -> None:
     names = args.variants or variant_names(args.frames)
     unknown = [n for n in names if parse_variant(n) is None]
     if unknown:
-        parser.error(f"unknown variants {unknown}: use <neck>_k<frames>[_gap<spacing>][_s<seed>] "
+        parser.error(f"unknown variants {unknown}: use <neck>_k<frames>[_gap<spacing>][_syn<clips>][_s<seed>] "
                      f"(e.g. gils_k2_gap5_s1), with neck one of {', '.join(NECKS)}")
     configs = {name: train_variant(name, args.runs / name, args.epochs) for name in names}
     if args.train_only:
@@ -404,7 +410,7 @@ def main() -> None:
             models[name] = (onnx, detector.frames)
         times = interleaved_latencies(models, size)
     for name, row in rows.items():
-        reference = variant_name(Variant("fpn", *row.inputs, 0))
+        reference = variant_name(Variant("fpn", *row.inputs, 0, 0))
         results["variants"][name] |= {
             "latency_ms_p50": round(float(np.median(times[name])), 3),
             "latency_ms_p90": round(float(np.percentile(times[name], 90)), 3),
@@ -438,8 +444,7 @@ def print_summary(entry: dict) -> None:
     parts = []
     for metric in METRICS:
         values = entry[metric]
-        paired = [f"{label[3:]} {spread(values[label])}" for label in ("vs_plain_fpn", "vs_single_frame")
-                  if label in values]
+        paired = [f"{label[3:]} {spread(values[label])}" for label in values if label.startswith("vs_")]
         parts.append(f"{metric} {spread(values).lstrip('+')}" + (f" ({', '.join(paired)})" if paired else ""))
     print(f"{entry['variant']:22s} n={len(entry['seeds'])}  " + "  ".join(parts), flush=True)
 

@@ -24,6 +24,7 @@ from models.necks import FPN  # noqa: E402
 from models.targets import ImageTargets  # noqa: E402
 from pipeline.errors import ConfigError, UserError  # noqa: E402
 from pipeline.schema import build  # noqa: E402
+from simulation import SyntheticScene, SyntheticSceneConfig  # noqa: E402
 from training.sequences import ClipSequences, read_clip_split  # noqa: E402
 
 torch.set_num_threads(1)
@@ -346,6 +347,23 @@ def test_sequences_return_the_key_frame_after_its_previous_frames(tmp_path):
     spaced = ClipSequences(tmp_path, ["a"], previous_frames=2, frame_spacing=2)
     assert [spaced[i].frame_indices.tolist() for i in (2, 3, 5)] == [[0, 0, 2], [0, 1, 3], [1, 3, 5]]
     np.testing.assert_allclose(spaced[5].frames.mean(axis=(1, 2)), [50, 110, 170], atol=3)
+
+
+def test_simulated_clips_follow_the_real_ones_with_their_scene_ground_truth(tmp_path):
+    write_clip(tmp_path, "a", 6, ["1,1,10,12,4,3,1,3,1"])
+    scene_config = SyntheticSceneConfig(seed=4, width=96, height=64, frames=12, dtype="uint8")
+    dataset = ClipSequences(tmp_path, ["a"], previous_frames=1, step=2, synthetic=[scene_config])
+    assert len(dataset) == 3 + 6 and dataset.clips[1].name == "synthetic-4"
+    scene = SyntheticScene(scene_config)
+    sample = dataset[3 + 4]  # the simulated clip's frame 8, after frame 7
+    assert sample.clip == "synthetic-4" and sample.frames.dtype == np.uint8
+    np.testing.assert_array_equal(sample.frames, np.stack([scene.frame(7), scene.frame(8)]))
+    rows = scene.ground_truth()[scene.ground_truth()[:, 0] == 9]
+    assert len(rows) > 0
+    np.testing.assert_allclose(sample.boxes, np.column_stack([rows[:, 2:4], rows[:, 2:4] + rows[:, 4:6]]), atol=1e-4)
+    np.testing.assert_array_equal(sample.track_ids, rows[:, 1])
+    with pytest.raises(ValueError, match="must be uint8"):
+        ClipSequences(tmp_path, [], synthetic=[SyntheticSceneConfig(width=96, height=64, frames=2)])
 
 
 def test_sequences_report_bad_clips(tmp_path):

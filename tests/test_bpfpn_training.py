@@ -229,6 +229,20 @@ def test_clip_config_mistakes_are_one_line_errors(tmp_path, clips, capsys):
 
     with pytest.raises(ConfigError, match="input.previous_frames.*DenseSIRST has single images"):
         training_set(DataConfig(copy_paste="off"), seed=0, with_masks=False, previous_frames=2)
+    with pytest.raises(ConfigError, match="data.synthetic_clips.*0 unless kind is 'clips'"):
+        build(DataConfig, {"synthetic_clips": 2}, "data")
+
+
+def test_simulated_clips_join_the_train_subset_only(clips):
+    config = build(DataConfig, clip_data(clips, synthetic_clips=2), "data")
+    real = build(DataConfig, clip_data(clips), "data")
+    train, plain = training_set(config, seed=0, with_masks=False), training_set(real, seed=0, with_masks=False)
+    assert [c.name for c in train.dataset.sequences.clips] == ["a", "synthetic-1", "synthetic-2"]
+    assert len(train) == len(plain) + 2 * 300 // 2  # frame_step 2
+    sample = train[len(train) - 1]
+    assert sample.image.shape == (64, 64) and sample.image_id == "synthetic-2/299"
+    assert sum(len(a.boxes) for a in train.dataset.annotations[len(plain):]) > 100, "the simulated targets"
+    assert [c.name for c in evaluation_set(config, "val").dataset.sequences.clips] == ["b"]
 
 
 def test_shipped_bpfpn_config_validates():

@@ -16,9 +16,11 @@ from models.config import read_model_config
 from pipeline.config import load_config_file
 from pipeline.errors import UserError
 from pipeline.schema import option, require
+from simulation import SyntheticSceneConfig
 from training.sequences import SPLIT_SUBSETS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+SYNTHETIC_CLIP_FRAMES = 300  # per simulated training clip (data.synthetic_clips)
 
 
 @dataclass
@@ -46,6 +48,11 @@ class DataConfig:
                              "never by frame); relative to the repo root")
     frame_step: int = option(5, "kind 'clips': every frame_step-th frame of each clip is a key frame (a sample), "
                                 "in training and validation; neighbouring frames are near-duplicates")
+    synthetic_clips: int = option(
+        0, f"kind 'clips': this many simulated clips join the train subset (the val subset stays real): "
+           f"simulation/'s default scene (3 clusters of 8-12 targets at 0.5-3 px/frame over cloud and terrain "
+           f"clutter) at input_size, {SYNTHETIC_CLIP_FRAMES} 8-bit frames, seeds 1..N (seed 0 is the pipeline's "
+           "demo scene, kept out of training)")
     input_size: list[int] = option([512, 512], "network input [width, height] in pixels (multiples of 32)")
     resize: Literal["stretch", "keep_ratio", "factor"] = option(
         "stretch", "'stretch': every image to exactly input_size (the reference); 'keep_ratio': fit inside it, pad "
@@ -70,6 +77,9 @@ class DataConfig:
         require(self.repeats >= 1, "repeats", f"must be at least 1, got {self.repeats}")
         require(0 <= self.flip_probability <= 1, "flip_probability", f"must be 0..1, got {self.flip_probability}")
         require(self.frame_step >= 1, "frame_step", f"must be at least 1, got {self.frame_step}")
+        require(self.synthetic_clips >= 0 and (self.kind == "clips" or not self.synthetic_clips), "synthetic_clips",
+                f"must be 0 or more, and 0 unless kind is 'clips', got {self.synthetic_clips} with kind "
+                f"{self.kind!r}")
         if self.kind == "clips":
             self._check_clips()
 
@@ -98,6 +108,12 @@ class DataConfig:
     @property
     def clip_split_path(self) -> Path:
         return REPO_ROOT / self.clip_split
+
+    def synthetic_scenes(self) -> list[SyntheticSceneConfig]:
+        """The scenes of the ``synthetic_clips`` simulated training clips."""
+        width, height = self.input_size
+        return [SyntheticSceneConfig(seed=seed, width=width, height=height, frames=SYNTHETIC_CLIP_FRAMES,
+                                     dtype="uint8") for seed in range(1, self.synthetic_clips + 1)]
 
 
 @dataclass

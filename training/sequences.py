@@ -10,6 +10,9 @@ Multi-frame samples follow the input order of models (input.previous_frames k, i
 t - k s, .., t - s, t, oldest first, the key frame last. Slots before the clip's start repeat its first frame,
 as an engine does at a stream's start (models/export.py), so training sees what deployment sees.
 
+Simulated clips (``synthetic_clip``: simulation/'s moving target clusters over cloud and terrain clutter, with
+exact ground truth) can join the real ones; they are rendered on first use like a video is decoded.
+
 Split by clip, never by frame: neighbouring frames are near-duplicates, so a frame split puts the val set into
 training. ``read_clip_split`` reads a fixed clip split (configs/data/halmstad_split.yaml).
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import yaml
@@ -28,6 +32,7 @@ import yaml
 from pipeline.errors import UserError
 from pipeline.evaluation import read_mot_file
 from pipeline.sources.mot import open_mot_sequence
+from simulation import SyntheticScene, SyntheticSceneConfig
 
 SPLIT_SUBSETS = ("train", "val")
 
@@ -52,13 +57,14 @@ class SequenceSample:
 
 @dataclass(frozen=True, slots=True)
 class Clip:
-    """One clip folder: its name, folder, frame count (as its video announces it) and gt rows [M, 6] float64
-    (frame 1-based, id, x, y, w, h)."""
+    """One clip: its name, folder, frame count (as its video announces it) and gt rows [M, 6] float64 (frame
+    1-based, id, x, y, w, h); a simulated clip has its scene's config instead of a folder."""
 
     name: str
-    folder: Path
+    folder: Path | None
     num_frames: int
     ground_truth: np.ndarray
+    scene: SyntheticSceneConfig | None = None
 
 
 def read_clip(root: str | Path, name: str) -> Clip:
@@ -82,6 +88,13 @@ def read_clip(root: str | Path, name: str) -> Clip:
     return Clip(name, folder, num_frames, ground_truth)
 
 
+def synthetic_clip(config: SyntheticSceneConfig) -> Clip:
+    """The simulated clip of ``config`` (frames rendered when first read), named 'synthetic-<seed>'."""
+    if config.dtype != "uint8":
+        raise ValueError(f"synthetic training clips must be uint8 like the videos, got {config.dtype}")
+    return Clip(f"synthetic-{config.seed}", None, config.frames, SyntheticScene(config).ground_truth(), config)
+
+
 def _decode(source, name: str) -> np.ndarray:
     """All frames of an opened source as [T, H, W]."""
     frames = list(source)
@@ -94,20 +107,22 @@ class ClipSequences:
     """Map-style dataset over the frames of ``clips`` under ``root``: item i is a ``SequenceSample``.
 
     Key frames are every ``step``-th frame of each clip (0, step, 2 step, ...), frames without gt rows included
-    (they are the negatives); ``previous_frames`` is k and ``frame_spacing`` s.
+    (they are the negatives); ``previous_frames`` is k and ``frame_spacing`` s. ``synthetic``: simulated clips
+    after the real ones (``synthetic_clip``).
     """
 
     def __init__(self, root: str | Path, clips: list[str], previous_frames: int = 0, step: int = 1,
-                 max_cached_clips: int | None = None, frame_spacing: int = 1):
+                 max_cached_clips: int | None = None, frame_spacing: int = 1,
+                 synthetic: Sequence[SyntheticSceneConfig] = ()):
         if (previous_frames < 0 or step < 1 or frame_spacing < 1
                 or (max_cached_clips is not None and max_cached_clips < 1)):
             raise ValueError(f"need previous_frames >= 0, step >= 1, frame_spacing >= 1 and max_cached_clips >= 1 "
                              f"or None, got {previous_frames}, {step}, {frame_spacing}, {max_cached_clips}")
-        if not clips:
+        if not clips and not synthetic:
             raise UserError(f"no clips to read under {root}: the split lists none")
         self.previous_frames, self.frame_spacing = previous_frames, frame_spacing
         self.max_cached_clips = max_cached_clips
-        self.clips = [read_clip(root, name) for name in clips]
+        self.clips = [read_clip(root, name) for name in clips] + [synthetic_clip(scene) for scene in synthetic]
         self.keys = [(clip_index, frame) for clip_index, clip in enumerate(self.clips)
                      for frame in range(0, clip.num_frames, step)]
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
@@ -136,11 +151,15 @@ class ClipSequences:
             self._cache.move_to_end(clip_index)
             return self._cache[clip_index]
         clip = self.clips[clip_index]
-        source = open_mot_sequence(clip.folder)
-        try:
-            frames = _decode(source, clip.name)
-        finally:
-            source.close()
+        if clip.scene is not None:
+            scene = SyntheticScene(clip.scene)
+            frames = np.stack([scene.frame(index) for index in range(len(scene))])
+        else:
+            source = open_mot_sequence(clip.folder)
+            try:
+                frames = _decode(source, clip.name)
+            finally:
+                source.close()
         if len(frames) < clip.num_frames:
             raise UserError(f"clip {clip.name}: decoded {len(frames)} of the {clip.num_frames} frames its video "
                             f"announces; the video is truncated or corrupt: copy it again or drop the clip")

@@ -106,10 +106,11 @@ class ClipKeyFrames:
 
 def clip_key_frames(config: DataConfig, subset: str, previous_frames: int, frame_spacing: int = 1) -> ClipKeyFrames:
     """The key frames of clip_split's ``subset`` ('train' or 'val') with ``previous_frames`` frames before each,
-    ``frame_spacing`` apart."""
+    ``frame_spacing`` apart; the train subset with data.synthetic_clips simulated clips after the real ones."""
     clips = read_clip_split(config.clip_split_path)[subset]
+    synthetic = config.synthetic_scenes() if subset == config.train_split else []
     return ClipKeyFrames(ClipSequences(config.clips_root_path, clips, previous_frames, step=config.frame_step,
-                                       frame_spacing=frame_spacing))
+                                       frame_spacing=frame_spacing, synthetic=synthetic))
 
 
 def _check_frames(config: DataConfig, previous_frames: int) -> None:
