@@ -23,8 +23,9 @@ the same neck on single frames. ``_gap<s>`` spaces the previous frames s apart (
 adds n simulated clips to the train clips (data.synthetic_clips), compared with the same variant without them.
 
 Training runs land in runs/bpfpn_ablation/<variant>/ and are reused: a finished one is only scored, an unfinished
-one resumed, and its scores are kept beside it (scores.json) until its last.pt changes. Variants can be trained and
-scored in several processes (--variants, --scores-only); latency is timed last, for all variants in one process.
+one resumed, and its scores are kept beside it (scores.json) until its last.pt changes (a released model's in
+runs/bpfpn_ablation/released_<name>/). Variants can be trained and scored in several processes (--variants,
+--scores-only); latency is timed last, for all variants in one process.
 
     python benchmarks/bpfpn_ablation.py --json benchmarks/results/bpfpn_ablation.json
 """
@@ -344,7 +345,7 @@ class Row(NamedTuple):
     config: TrainConfig
     checkpoint: Path
     inputs: tuple[int, int]   # (previous frames k, frame spacing)
-    cache: Path | None        # scores.json of a training run; None for a released model
+    cache: Path               # scores.json, kept in the runs folder
 
 
 def main() -> None:
@@ -387,8 +388,10 @@ def main() -> None:
     for release in args.release:
         config = load_train_config(release / "train_config.yaml")
         model_input = config.model_config()["input"]
+        cache = args.runs / f"released_{release.name}" / "scores.json"
+        cache.parent.mkdir(parents=True, exist_ok=True)
         rows[f"released {release.name}"] = Row(config, release / "model.pt", (model_input.get("previous_frames", 0),
-                                               model_input.get("frame_spacing", 1)), None)
+                                               model_input.get("frame_spacing", 1)), cache)
     sets: dict[tuple[int, int], KeepRatioTestSet] = {}
     for name, row in rows.items():
         if row.inputs not in sets:  # one frame set in memory at a time (names sorted by input reuse it)
