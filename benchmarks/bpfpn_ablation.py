@@ -425,8 +425,38 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")
+        args.json.with_suffix(".md").write_text(markdown_table(results))
         plot(results, args.json.with_suffix(".png"))
-        print(f"wrote {args.json} and {args.json.with_suffix('.png')}")
+        print(f"wrote {args.json} and its .md (the summary table) and .png")
+
+
+def markdown_table(results: dict) -> str:
+    """The summary as a Markdown table (README, model cards): AP50 and Pd as mean +- std over seeds, then the mean
+    paired differences from each reference some variant has; latency as the mean of the rows' ratios to the plain
+    FPN with the same inputs."""
+    def cell(values: dict | None, signed: bool = False) -> str:
+        if values is None or values["mean"] is None:
+            return "-"
+        text = f"{values['mean']:+.3f}" if signed else f"{values['mean']:.3f}"
+        return text + (f" ± {values['std']:.3f}" if values["std"] is not None else "")
+
+    labels = {"vs_plain_fpn": "plain FPN", "vs_single_frame": "1 frame", "vs_real_clips_only": "real clips only"}
+    present = [label for label in labels if any(label in entry["AP50"] for entry in results["summary"])]
+    metrics = {"AP50": "AP50", f"Pd@{TRACKING_FALSE_ALARMS}FA": f"Pd at {TRACKING_FALSE_ALARMS} FA/frame"}
+    header = ["variant", "seeds"] + [f"{title}{f' vs {labels[label]}' if label else ''}"
+                                     for title in metrics.values() for label in [None, *present]]
+    header += ["IDF1", "latency / plain FPN"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for entry in results["summary"]:
+        ratios = [row["latency_vs_plain_fpn"]["median"] for name, row in results["variants"].items()
+                  if (parsed := parse_variant(name)) is not None and row.get("latency_vs_plain_fpn")
+                  and variant_name(parsed._replace(seed=0)) == entry["variant"]]
+        cells = [entry["variant"], str(len(entry["seeds"]))]
+        for metric in metrics:
+            cells += [cell(entry[metric])] + [cell(entry[metric].get(label), True) for label in present]
+        cells += [cell(entry["IDF1"]), f"{np.mean(ratios):.3f}" if ratios else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def print_row(name: str, row: dict) -> None:

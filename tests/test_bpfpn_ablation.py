@@ -51,3 +51,16 @@ def test_summary_pairs_seeds_with_the_plain_fpn_and_single_frames():
     assert multi["Pd@0.5FA"]["vs_single_frame"] == {"n": 1, "mean": 0.06, "std": None}
     simulated = summary["fpn_k0_syn20"]["AP50"]
     assert simulated["vs_real_clips_only"]["mean"] == pytest.approx(-0.02) and "vs_plain_fpn" not in simulated
+
+
+def test_markdown_table_shows_means_paired_differences_and_latency_ratios():
+    variants = {"fpn_k0": row(0.70, 0.80), "fpn_k0_s1": row(0.80, 0.90), "gils_k0": row(0.75, 0.85),
+                "gils_k0_s1": row(0.79, 0.93)}
+    for name, ratio in zip(variants, (1.0, 1.002, 1.01, 1.03)):
+        variants[name]["latency_vs_plain_fpn"] = {"median": ratio}
+    table = ablation.markdown_table({"variants": variants, "summary": ablation.summarise(variants)})
+    header, rule, plain, gils = table.splitlines()
+    assert header.count("|") == rule.count("|") == plain.count("|") == gils.count("|") == 9
+    assert "| 1 frame" not in header, "no multi-frame variant: no column for it"
+    assert plain == "| fpn_k0 | 2 | 0.750 ± 0.071 | - | 0.850 ± 0.071 | - | - | 1.001 |"
+    assert gils == "| gils_k0 | 2 | 0.770 ± 0.028 | +0.020 ± 0.042 | 0.890 ± 0.057 | +0.040 ± 0.014 | - | 1.020 |"
