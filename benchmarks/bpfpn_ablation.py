@@ -68,13 +68,14 @@ NECKS = {  # neck overrides of bpfpn_tiny.yaml (GILS on with detach, DGR 0.1)
     "gils_nodetach": {"gils": {"detach": False}, "dgr": {"weight": 0.0}},
     "dgr": {"gils": {"enabled": False}},
     "gils_dgr": {},
+    "gils_bn_dgr": {"gils": {"norm": "batch"}},  # the adapter's norm foldable into its conv at inference
 }
 FALSE_ALARM_RATES = (0.1, 0.5, 1.0)  # per frame: the operating points Pd is compared at
 TRACKING_FALSE_ALARMS = 0.5          # the tracker gets each variant's detections at this false-alarm rate
 THRESHOLDS = np.round(np.arange(0.02, 0.62, 0.02), 2)
 CENTROID_PX = 3.0                    # Pd / Fa: the usual SIRST centroid criterion (as densesirst_eval.py)
 TRACK_MATCH_PX = 5.0                 # tracker metrics: as benchmarks/tracker_bench.py
-LATENCY_ROUNDS, LATENCY_RUNS, LATENCY_WARMUP = 20, 25, 3  # interleaved_latencies: rounds x timed runs per model
+LATENCY_ROUNDS, LATENCY_RUNS, LATENCY_WARMUP = 20, 25, 5  # interleaved_latencies: rounds x timed runs per model
 METRICS = {  # the scores summarised over seeds: name -> how to read it from a variant's row (None: not reached)
     "AP50": lambda row: row["AP50"],
     f"Pd@{TRACKING_FALSE_ALARMS}FA": lambda row: row["pd_at_false_alarms_per_frame"][str(TRACKING_FALSE_ALARMS)],
@@ -224,21 +225,24 @@ def interleaved_latencies(models: dict[str, tuple[Path, int]], size: tuple[int, 
     """ONNX Runtime milliseconds [LATENCY_ROUNDS, LATENCY_RUNS] per model ({name: (onnx, frames per input)}) at
     batch 1 and ``size`` (w, h). Each round times every model in a new random order, so a slow spell of the machine
     falls on all models alike instead of on whichever was being timed: rows differing by a few percent can then
-    be told apart (the round-by-round ratios, ``latency_ratios``)."""
-    import onnxruntime
-
-    width, height = size
-    runs = {}
-    for name, (onnx, frames) in models.items():
-        session = onnxruntime.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
-        images = np.random.default_rng(0).random((1, frames, height, width), dtype=np.float32)
-        runs[name] = lambda _, session=session, images=images: session.run(None, {"images": images})
+    be told apart (the round-by-round ratios, ``latency_ratios``). Only the model being timed has a session: idle
+    sessions' threads would spin on the same cores."""
     order = np.random.default_rng(0)
     times = {name: [] for name in models}
     for _ in range(LATENCY_ROUNDS):
         for name in order.permutation(list(models)):
-            times[name].append(latencies_ms(runs[name], LATENCY_RUNS, warmup=LATENCY_WARMUP))
+            times[name].append(session_latencies(*models[name], size))
     return {name: np.array(rounds) for name, rounds in times.items()}
+
+
+def session_latencies(onnx: Path, frames: int, size: tuple[int, int]) -> np.ndarray:
+    """LATENCY_RUNS timed runs of a new session of ``onnx``, closed on return."""
+    import onnxruntime
+
+    width, height = size
+    session = onnxruntime.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    images = np.random.default_rng(0).random((1, frames, height, width), dtype=np.float32)
+    return latencies_ms(lambda _: session.run(None, {"images": images}), LATENCY_RUNS, warmup=LATENCY_WARMUP)
 
 
 def latency_ratios(times: np.ndarray, reference: np.ndarray) -> dict:

@@ -42,7 +42,8 @@ class LowLevelShortcut(nn.Module):
         self.adapter = nn.Sequential(
             nn.Conv2d(in_channels * factor ** 2, out_channels, config.kernel_size, padding=config.kernel_size // 2,
                       bias=False),
-            nn.GroupNorm(math.gcd(GROUP_NORM_GROUPS, out_channels), out_channels),
+            nn.GroupNorm(math.gcd(GROUP_NORM_GROUPS, out_channels), out_channels) if config.norm == "group"
+            else nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True))
         self.gate = nn.Parameter(torch.zeros(1, out_channels, 1, 1)) if config.gate else None
 

@@ -100,7 +100,10 @@ class GilsConfig:
     gate: bool = option(
         False, "scale the adapter output by a learnable per-channel gate that starts at 0, so training starts "
                "from the plain FPN's outputs")
-    kernel_size: Literal[1, 3] = option(1, "kernel of the adapter conv (conv, GroupNorm, ReLU)")
+    kernel_size: Literal[1, 3] = option(1, "kernel of the adapter conv (conv, norm, ReLU)")
+    norm: Literal["group", "batch"] = option(
+        "group", "the adapter's norm: 'group' (GroupNorm, as the FCOS head), or 'batch' (BatchNorm), which the "
+                 "engines fold into the conv, so the shortcut costs one conv, ReLU and add at inference")
 
 
 @dataclass

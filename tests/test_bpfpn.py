@@ -267,6 +267,44 @@ def test_multi_frame_input_stacks_frames_at_the_stem():
 # ---------------------------------------------------------------------------------------------------------------
 # Export
 
+def test_gils_batch_norm_adapter_folds_away_in_onnxruntime_with_parity(tmp_path):
+    """norm 'batch': ONNX Runtime's optimised graph has as many norms as the plain FPN's (the head's GroupNorms;
+    GILS with GroupNorm adds one), and the outputs still match torch with trained-looking statistics."""
+    import onnx
+    import onnxruntime
+
+    def optimised(gils: dict, name: str):
+        torch.manual_seed(0)
+        detector = build_detector(tiny_config({"gils": gils}, postprocess={"score_threshold": 0.0,
+                                                                           "pre_top_k": 20})).eval()
+        path = export_onnx(detector, tmp_path / f"{name}.onnx")
+        options = onnxruntime.SessionOptions()
+        options.optimized_model_filepath = str(tmp_path / f"{name}_optimised.onnx")
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        norms = sum(node.op_type in ("BatchNormalization", "InstanceNormalization", "GroupNormalization")
+                    for node in onnx.load(options.optimized_model_filepath).graph.node)
+        return detector, session, norms
+
+    _, _, plain = optimised({"enabled": False}, "plain")
+    _, _, group = optimised({"enabled": True}, "group")
+    detector, _, batch = optimised({"enabled": True, "norm": "batch"}, "batch")
+    assert plain > 0 and group == plain + 1 and batch == plain
+
+    norm = detector.neck.shortcut.adapter[1]
+    assert isinstance(norm, nn.BatchNorm2d)
+    with torch.no_grad():
+        for tensor in (norm.running_mean, norm.weight, norm.bias):
+            tensor.normal_()
+        norm.running_var.uniform_(0.5, 2.0)
+    session = onnxruntime.InferenceSession(str(export_onnx(detector, tmp_path / "trained.onnx")),
+                                           providers=["CPUExecutionProvider"])
+    images = detector.normalize(torch.rand(1, 1, 64, 64))
+    with torch.no_grad():
+        _, scores = ExportableDetector(detector)(images)
+    np.testing.assert_allclose(session.run(["scores"], {"images": images.numpy()})[0], scores.numpy(), rtol=1e-4,
+                               atol=1e-6)
+
+
 def test_bpfpn_multi_frame_exports_to_onnx_with_parity(tmp_path):
     import onnx
     import onnxruntime
