@@ -435,9 +435,9 @@ def main() -> None:
 
 
 def markdown_table(results: dict) -> str:
-    """The summary as a Markdown table (README, model cards): AP50 and Pd as mean +- std over seeds, then the mean
-    paired differences from each reference some variant has; latency as the mean of the rows' ratios to the plain
-    FPN with the same inputs."""
+    """The summary as a Markdown table (README, model cards): AP50, Pd and IDF1 as mean +- std over seeds, the
+    mean paired differences (AP50 / Pd) from each reference some variant has, and latency as the mean of the
+    rows' ratios to the plain FPN with the same inputs."""
     def cell(values: dict | None, signed: bool = False) -> str:
         if values is None or values["mean"] is None:
             return "-"
@@ -446,19 +446,18 @@ def markdown_table(results: dict) -> str:
 
     labels = {"vs_plain_fpn": "plain FPN", "vs_single_frame": "1 frame", "vs_real_clips_only": "real clips only"}
     present = [label for label in labels if any(label in entry["AP50"] for entry in results["summary"])]
-    metrics = {"AP50": "AP50", f"Pd@{TRACKING_FALSE_ALARMS}FA": f"Pd at {TRACKING_FALSE_ALARMS} FA/frame"}
-    header = ["variant", "seeds"] + [f"{title}{f' vs {labels[label]}' if label else ''}"
-                                     for title in metrics.values() for label in [None, *present]]
-    header += ["IDF1", "latency / plain FPN"]
+    pd = f"Pd@{TRACKING_FALSE_ALARMS}FA"
+    header = ["variant", "seeds", "AP50", f"Pd at {TRACKING_FALSE_ALARMS} FA/frame", "IDF1",
+              *(f"Δ AP50 / Δ Pd vs {labels[label]}" for label in present), "latency / plain FPN"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for entry in results["summary"]:
         ratios = [row["latency_vs_plain_fpn"]["median"] for name, row in results["variants"].items()
                   if (parsed := parse_variant(name)) is not None and row.get("latency_vs_plain_fpn")
                   and variant_name(parsed._replace(seed=0)) == entry["variant"]]
-        cells = [entry["variant"], str(len(entry["seeds"]))]
-        for metric in metrics:
-            cells += [cell(entry[metric])] + [cell(entry[metric].get(label), True) for label in present]
-        cells += [cell(entry["IDF1"]), f"{np.mean(ratios):.3f}" if ratios else "-"]
+        cells = [entry["variant"], str(len(entry["seeds"])), cell(entry["AP50"]), cell(entry[pd]), cell(entry["IDF1"])]
+        cells += [f"{cell(entry['AP50'].get(label), True)} / {cell(entry[pd].get(label), True)}"
+                  if label in entry["AP50"] else "-" for label in present]
+        cells.append(f"{np.mean(ratios):.3f}" if ratios else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
