@@ -112,6 +112,12 @@ def variant_name(variant: Variant) -> str:
     return f"{variant.neck}_k{variant.frames}{gap}{synthetic}" + (f"_s{variant.seed}" if variant.seed else "")
 
 
+def seedless_name(name: str) -> str:
+    """A row's variant over all its seeds ('dgr_k0_s2' -> 'dgr_k0'); a released model's name as it is."""
+    parsed = parse_variant(name)
+    return name if parsed is None else variant_name(parsed._replace(seed=0))
+
+
 def model_config(variant: str) -> dict:
     """bpfpn_tiny's config with the variant's neck switches and previous frames."""
     parsed = parse_variant(variant)
@@ -248,19 +254,19 @@ def session_latencies(onnx: Path, frames: int, size: tuple[int, int]) -> np.ndar
 
 def latency_ratios(times: np.ndarray, reference: np.ndarray) -> dict:
     """Median and 10th / 90th percentiles over rounds of (this model's fastest run in the round / the reference's):
-    the fastest of 25 runs is the model's own cost whenever one run escaped the machine's other work, where a
-    round's median still moves with it."""
+    the fastest of a round's runs is the model's own cost whenever one run escaped the machine's other work, where
+    the round's median still moves with it."""
     ratios = times.min(axis=1) / reference.min(axis=1)
     return {"median": round(float(np.median(ratios)), 4), "p10": round(float(np.percentile(ratios, 10)), 4),
             "p90": round(float(np.percentile(ratios, 90)), 4)}
 
 
 def detection_scores(config: TrainConfig, checkpoint: Path, test_set: KeepRatioTestSet,
-                     cache: Path | None = None) -> dict:
+                     cache: Path) -> dict:
     """AP50, Pd at the FALSE_ALARM_RATES and the tracker's scores of ``checkpoint`` on ``test_set``, kept in
     ``cache`` (a JSON file) for as long as the checkpoint and the scored clips are the same."""
     key = {"checkpoint_mtime_ns": checkpoint.stat().st_mtime_ns, "frames": len(test_set)}
-    if cache is not None and cache.exists() and (cached := json.loads(cache.read_text())).get("key") == key:
+    if cache.exists() and (cached := json.loads(cache.read_text())).get("key") == key:
         return cached["scores"]
     detector, contents = load_trained_detector(config, str(checkpoint))
     detections = predict(detector_candidates(detector), test_set, batch_size=16, num_workers=0,
@@ -274,8 +280,7 @@ def detection_scores(config: TrainConfig, checkpoint: Path, test_set: KeepRatioT
               "pd_at_false_alarms_per_frame": at_rate,
               "tracking": None if threshold is None else tracking_scores(test_set, detections, threshold),
               "sweep": sweep}
-    if cache is not None:
-        cache.write_text(json.dumps({"key": key, "scores": scores}, indent=1) + "\n")
+    cache.write_text(json.dumps({"key": key, "scores": scores}, indent=1) + "\n")
     return scores
 
 
@@ -319,8 +324,7 @@ def plot(results: dict, path: Path) -> None:
 
     groups: dict[str, list[dict]] = {}
     for name, row in results["variants"].items():
-        parsed = parse_variant(name)
-        groups.setdefault(name if parsed is None else variant_name(parsed._replace(seed=0)), []).append(row)
+        groups.setdefault(seedless_name(name), []).append(row)
     names = list(groups)
     titles = {"AP50": "AP50 (every val frame)", "IDF1": "tracker IDF1",
               f"Pd@{TRACKING_FALSE_ALARMS}FA": f"Pd at {TRACKING_FALSE_ALARMS} false alarms per frame"}
@@ -455,8 +459,7 @@ def markdown_table(results: dict) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for entry in results["summary"]:
         ratios = [row["latency_vs_plain_fpn"]["median"] for name, row in results["variants"].items()
-                  if (parsed := parse_variant(name)) is not None and row.get("latency_vs_plain_fpn")
-                  and variant_name(parsed._replace(seed=0)) == entry["variant"]]
+                  if seedless_name(name) == entry["variant"] and row.get("latency_vs_plain_fpn")]
         cells = [entry["variant"], str(len(entry["seeds"])), cell(entry["AP50"]), cell(entry[pd]), cell(entry["IDF1"])]
         cells += [f"{cell(entry['AP50'].get(label), True)} / {cell(entry[pd].get(label), True)}"
                   if label in entry["AP50"] else "-" for label in present]

@@ -14,7 +14,6 @@ from typing import Any, Literal
 
 from models.config import read_model_config
 from pipeline.config import load_config_file
-from pipeline.errors import UserError
 from pipeline.schema import option, require
 from simulation import SyntheticSceneConfig
 from training.sequences import SPLIT_SUBSETS
@@ -49,8 +48,8 @@ class DataConfig:
     frame_step: int = option(5, "kind 'clips': every frame_step-th frame of each clip is a key frame (a sample), "
                                 "in training and validation; neighbouring frames are near-duplicates")
     synthetic_clips: int = option(
-        0, f"kind 'clips': this many simulated clips join the train subset (the val subset stays real): "
-           f"simulation/'s default scene (3 clusters of 8-12 targets at 0.5-3 px/frame over cloud and terrain "
+        0, "kind 'clips': this many simulated clips join the train subset (the val subset stays real): "
+           "simulation/'s default scene (3 clusters of 8-12 targets at 0.5-3 px/frame over cloud and terrain "
            f"clutter) at input_size, {SYNTHETIC_CLIP_FRAMES} 8-bit frames, seeds 1..N (seed 0 is the pipeline's "
            "demo scene, kept out of training)")
     input_size: list[int] = option([512, 512], "network input [width, height] in pixels (multiples of 32)")
