@@ -20,8 +20,10 @@ taken from the clip as the engine's frame buffer does, and scored:
 
 A seed suffix (``_s1``) repeats a variant with another weight init and batch order; the summary gives each
 variant's mean and std over its seeds and the paired differences, seed by seed, from the plain FPN and (k > 0) from
-the same neck on single frames. ``_gap<s>`` spaces the previous frames s apart (input.frame_spacing); ``_syn<n>``
-adds n simulated clips to the train clips (data.synthetic_clips), compared with the same variant without them.
+the same neck on single frames. ``_gap<s>`` spaces the previous frames s apart (input.frame_spacing); ``_finest``
+fuses the frames at the finest level instead of stacking them at the stem (input.frame_fusion), compared with
+stacking too; ``_syn<n>`` adds n simulated clips to the train clips (data.synthetic_clips), compared with the same
+variant without them.
 
 Training runs land in runs/bpfpn_ablation/<variant>/ and are reused: a finished one is only scored, an unfinished
 one resumed, and its scores are kept beside it (scores.json) until its last.pt changes (a released model's in
@@ -63,12 +65,13 @@ from training.voc_eval import pd_fa  # noqa: E402
 
 TRAIN_CONFIG = REPO / "configs" / "train" / "bpfpn_halmstad_cpu.yaml"
 MODEL_CONFIG = REPO / "configs" / "models" / "bpfpn_tiny.yaml"
+GROUP_NORM = {"norm": "group"}  # the GILS adapter's norm unless a variant says batch
 NECKS = {  # neck overrides of bpfpn_tiny.yaml (GILS on with detach, DGR 0.1)
     "fpn": {"gils": {"enabled": False}, "dgr": {"weight": 0.0}},
-    "gils": {"dgr": {"weight": 0.0}},
-    "gils_nodetach": {"gils": {"detach": False}, "dgr": {"weight": 0.0}},
+    "gils": {"gils": GROUP_NORM, "dgr": {"weight": 0.0}},
+    "gils_nodetach": {"gils": {**GROUP_NORM, "detach": False}, "dgr": {"weight": 0.0}},
     "dgr": {"gils": {"enabled": False}},
-    "gils_dgr": {},
+    "gils_dgr": {"gils": GROUP_NORM},
     "gils_bn_dgr": {"gils": {"norm": "batch"}},  # the adapter's norm foldable into its conv at inference
 }
 FALSE_ALARM_RATES = (0.1, 0.5, 1.0)  # per frame: the operating points Pd is compared at
@@ -89,27 +92,31 @@ class Variant(NamedTuple):
     neck: str          # a NECKS key
     frames: int        # k, the previous frames (input.previous_frames)
     spacing: int       # frames between two input slots (input.frame_spacing)
+    fusion: str        # where the frames meet (input.frame_fusion): stem or finest
     synthetic: int     # simulated clips added to the train clips (data.synthetic_clips)
     seed: int          # loop.seed: weight init and batch order
 
 
 def variant_names(frames: int) -> list[str]:
-    return [variant_name(Variant(neck, k, 1, 0, 0)) for k in (0, frames) for neck in NECKS]
+    return [variant_name(Variant(neck, k, 1, "stem", 0, 0)) for k in (0, frames) for neck in NECKS]
 
 
 def parse_variant(name: str) -> Variant | None:
-    """'<neck>_k<frames>[_gap<spacing>][_syn<clips>][_s<seed>]' -> Variant; None for anything else."""
-    match = re.fullmatch(r"(\w+?)_k(\d+)(?:_gap(\d+))?(?:_syn(\d+))?(?:_s(\d+))?", name)
-    if match is None or match[1] not in NECKS or (match[3] is not None and int(match[3]) < 1):
+    """'<neck>_k<frames>[_gap<spacing>][_finest][_syn<clips>][_s<seed>]' -> Variant; None for anything else."""
+    match = re.fullmatch(r"(\w+?)_k(\d+)(?:_gap(\d+))?(_finest)?(?:_syn(\d+))?(?:_s(\d+))?", name)
+    if (match is None or match[1] not in NECKS or (match[3] is not None and int(match[3]) < 1)
+            or (match[4] and match[2] == "0")):
         return None
-    return Variant(match[1], int(match[2]), int(match[3] or 1), int(match[4] or 0), int(match[5] or 0))
+    return Variant(match[1], int(match[2]), int(match[3] or 1), "finest" if match[4] else "stem", int(match[5] or 0),
+                   int(match[6] or 0))
 
 
 def variant_name(variant: Variant) -> str:
-    """The inverse of parse_variant (spacing 1, no simulated clips and seed 0 are left out)."""
+    """The inverse of parse_variant (spacing 1, stem fusion, no simulated clips and seed 0 are left out)."""
     gap = f"_gap{variant.spacing}" if variant.spacing != 1 else ""
+    fusion = "_finest" if variant.fusion == "finest" else ""
     synthetic = f"_syn{variant.synthetic}" if variant.synthetic else ""
-    return f"{variant.neck}_k{variant.frames}{gap}{synthetic}" + (f"_s{variant.seed}" if variant.seed else "")
+    return f"{variant.neck}_k{variant.frames}{gap}{fusion}{synthetic}" + (f"_s{variant.seed}" if variant.seed else "")
 
 
 def seedless_name(name: str) -> str:
@@ -123,7 +130,7 @@ def model_config(variant: str) -> dict:
     parsed = parse_variant(variant)
     config = yaml.safe_load(MODEL_CONFIG.read_text())
     config["name"] = f"bpfpn_tiny_{variant}"
-    config["input"].update(previous_frames=parsed.frames, frame_spacing=parsed.spacing)
+    config["input"].update(previous_frames=parsed.frames, frame_spacing=parsed.spacing, frame_fusion=parsed.fusion)
     for part, values in NECKS[parsed.neck].items():
         config["neck"][part].update(values)
     return config
@@ -296,8 +303,9 @@ def summarise(variants: dict[str, dict]) -> list[dict]:
     summary = []
     for key, by_seed in groups.items():
         entry = {"variant": variant_name(key), "seeds": sorted(by_seed)}
-        references = {"vs_plain_fpn": key._replace(neck="fpn"), "vs_single_frame": key._replace(frames=0, spacing=1),
-                      "vs_real_clips_only": key._replace(synthetic=0)}
+        references = {"vs_plain_fpn": key._replace(neck="fpn"),
+                      "vs_single_frame": key._replace(frames=0, spacing=1, fusion="stem"),
+                      "vs_stem_stacking": key._replace(fusion="stem"), "vs_real_clips_only": key._replace(synthetic=0)}
         for metric, read in METRICS.items():
             entry[metric] = _spread([read(row) for row in by_seed.values()])
             for label, reference in references.items():
@@ -368,10 +376,11 @@ def main() -> None:
                         help="training epochs per variant (397 iterations of batch 8 each; lr x0.1 for the last)")
     parser.add_argument("--frames", type=int, default=2, help="k, the previous frames of the multi-frame rows")
     parser.add_argument("--variants", nargs="+",
-                        help="only these variants, <neck>_k<frames>[_gap<spacing>][_syn<clips>][_s<seed>] (default: "
-                             "every neck with k=0, then with k=FRAMES, seed 0); a seed suffix repeats a variant to "
-                             "show the seed-to-seed spread, _gap<s> spaces the previous frames s apart, _syn<n> adds "
-                             "n simulated train clips")
+                        help="only these variants, <neck>_k<frames>[_gap<spacing>][_finest][_syn<clips>][_s<seed>] "
+                             "(default: every neck with k=0, then with k=FRAMES, seed 0); a seed suffix repeats a "
+                             "variant to show the seed-to-seed spread, _gap<s> spaces the previous frames s apart, "
+                             "_finest fuses the frames at the finest level (k > 0), _syn<n> adds n simulated train "
+                             "clips")
     parser.add_argument("--train-only", action="store_true", help="train the variants, score nothing")
     parser.add_argument("--scores-only", action="store_true",
                         help="train and score the variants (cached in their run folders), time nothing, write nothing")
@@ -382,7 +391,7 @@ def main() -> None:
     names = args.variants or variant_names(args.frames)
     unknown = [n for n in names if parse_variant(n) is None]
     if unknown:
-        parser.error(f"unknown variants {unknown}: use <neck>_k<frames>[_gap<spacing>][_syn<clips>][_s<seed>] "
+        parser.error(f"unknown variants {unknown}: use <neck>_k<frames>[_gap<spacing>][_finest][_syn<clips>][_s<seed>] "
                      f"(e.g. gils_k2_gap5_s1), with neck one of {', '.join(NECKS)}")
     configs = {name: train_variant(name, args.runs / name, args.epochs) for name in names}
     if args.train_only:
@@ -424,7 +433,7 @@ def main() -> None:
             models[name] = (onnx, detector.frames)
         times = interleaved_latencies(models, size)
     for name, row in rows.items():
-        reference = variant_name(Variant("fpn", *row.inputs, 0, 0))
+        reference = variant_name(Variant("fpn", *row.inputs, "stem", 0, 0))
         results["variants"][name] |= {
             "latency_ms_p50": round(float(np.median(times[name])), 3),
             "latency_ms_p90": round(float(np.percentile(times[name], 90)), 3),
@@ -451,7 +460,8 @@ def markdown_table(results: dict) -> str:
         text = f"{values['mean']:+.3f}" if signed else f"{values['mean']:.3f}"
         return text + (f" ± {values['std']:.3f}" if values["std"] is not None else "")
 
-    labels = {"vs_plain_fpn": "plain FPN", "vs_single_frame": "1 frame", "vs_real_clips_only": "real clips only"}
+    labels = {"vs_plain_fpn": "plain FPN", "vs_single_frame": "1 frame", "vs_stem_stacking": "stem stacking",
+              "vs_real_clips_only": "real clips only"}
     present = [label for label in labels if any(label in entry["AP50"] for entry in results["summary"])]
     pd = f"Pd@{TRACKING_FALSE_ALARMS}FA"
     header = ["variant", "seeds", "AP50", f"Pd at {TRACKING_FALSE_ALARMS} FA/frame", "IDF1",

@@ -154,10 +154,13 @@ class ResNet(nn.Module):
                     module.eval()
         return self
 
-    def forward(self, images: Tensor) -> list[Tensor]:
+    def forward(self, images: Tensor, after_first_stage: nn.Module | None = None) -> list[Tensor]:
+        """``after_first_stage`` maps C2 before the later stages see it (multi-frame fusion, models/fusion.py)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
         features = []
-        for stage in self.stages:
+        for index, stage in enumerate(self.stages):
             x = stage(x)
+            if index == 0 and after_first_stage is not None:
+                x = after_first_stage(x)
             features.append(x)
         return features

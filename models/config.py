@@ -31,9 +31,14 @@ class InputConfig:
     std: list[float] = option([1.0, 1.0, 1.0], "per-channel std divided by, in pixel_scale units (one per channel)")
     previous_frames: int = option(
         0, "k, ours for moving targets (0: single frames, the reference): the key frame and its k previous frames "
-           "are stacked as the stem's k + 1 input channels, oldest first, key frame last, each normalised with the "
-           f"same mean / std (needs channels 1; at most {MAX_PREVIOUS_FRAMES}); the engine contract for it is "
-           "proposed in models/export.py")
+           "are the network's k + 1 input channels, oldest first, key frame last, each normalised with the same "
+           f"mean / std and merged as frame_fusion says (needs channels 1; at most {MAX_PREVIOUS_FRAMES}); the "
+           "engine contract for it is in models/export.py")
+    frame_fusion: Literal["stem", "finest"] = option(
+        "stem", "ours, with previous_frames > 0: where the frames meet. 'stem': stacked as the stem's input "
+                "channels (the cheapest); 'finest': the stem and first stage run on every frame with shared weights, "
+                "and a 1x1 conv of all their stride-4 maps is added to the key frame's, starting at 0 so training "
+                "starts from the single-frame network (models/fusion.py); the first stage costs F times")
     frame_spacing: int = option(
         1, "ours, with previous_frames > 0: the previous frames are every s-th frame before the key frame (t - k s "
            ".. t - s, t), so a slow target moves s times as far between slots; the engines keep k s frames per "

@@ -4,7 +4,9 @@ Input normalisation is split so that engines can do it from two numbers: the eng
 ``Detector.normalize``) computes y = (pixel / full_scale * input_scale - mean) / std with the scalar constants of
 ``input_normalization``; the network's first module turns y into each channel's own normalisation.
 With ``input.previous_frames`` = k the input holds F = k + 1 grey frames as channels (oldest first, key frame
-last), all normalised the same way; the stem's first conv takes all of them (fusion by channel stacking).
+last), all normalised the same way. With input.frame_fusion 'stem' the stem's first conv takes all of them (fusion
+by channel stacking); with 'finest' every frame goes through the stem and first stage and models/fusion.py merges
+their stride-4 maps.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from torch import Tensor, nn
 
 from models.backbones import ResNet
 from models.config import InputConfig, ModelConfig
+from models.fusion import FinestLevelFusion
 from models.heads import FCOSHead, HeadOutputs
 from models.necks import FPN
 from models.targets import ImageTargets
@@ -53,8 +56,10 @@ class Detector(nn.Module):
         super().__init__()
         self.config = config
         self.grey_to_channels = GreyToChannels(config.input)
-        self.backbone = ResNet(config.backbone, config.input.channels * self.frames,
+        fuse_finest = self.frames > 1 and config.input.frame_fusion == "finest"
+        self.backbone = ResNet(config.backbone, config.input.channels * (1 if fuse_finest else self.frames),
                                num_stages=config.neck.levels[-1] - 1)
+        self.frame_fusion = FinestLevelFusion(self.frames, self.backbone.out_channels[0]) if fuse_finest else None
         self.neck = FPN(config.neck, self.backbone.out_channels)
         self.head = FCOSHead(config.head, self.neck.strides)
 
@@ -87,7 +92,10 @@ class Detector(nn.Module):
         return (images * constants["input_scale"] - constants["mean"]) / constants["std"]
 
     def forward(self, images: Tensor) -> HeadOutputs:
-        pyramid = self.neck(self.backbone(self.grey_to_channels(images)))
+        images = self.grey_to_channels(images)
+        if self.frame_fusion is not None:  # [N, F, H, W] -> [N * F, 1, H, W]: every frame through the same stem
+            images = images.reshape(-1, 1, images.shape[2], images.shape[3])
+        pyramid = self.neck(self.backbone(images, after_first_stage=self.frame_fusion))
         outputs = self.head(pyramid)
         if self.training:
             outputs.neck_losses.update(self.neck.training_losses(pyramid))

@@ -248,6 +248,9 @@ def test_config_errors_name_the_key():
         build_detector(tiny_config(input={"channels": 3, "previous_frames": 2}))
     with pytest.raises(ConfigError, match="model.input.previous_frames"):
         build_detector(tiny_config(input={"channels": 1, "mean": [0.4], "std": [0.2], "previous_frames": -1}))
+    with pytest.raises(ConfigError, match="model.input.frame_fusion.*allowed values"):
+        build_detector(tiny_config(input={"channels": 1, "mean": [0.4], "std": [0.2], "previous_frames": 2,
+                                          "frame_fusion": "neck"}))
     with pytest.raises(ConfigError, match="model.input.frame_spacing.*must be 1..30, got 0"):
         build_detector(tiny_config(input={"channels": 1, "mean": [0.4], "std": [0.2], "previous_frames": 2,
                                           "frame_spacing": 0}))
@@ -262,6 +265,41 @@ def test_multi_frame_input_stacks_frames_at_the_stem():
     assert outputs.cls_logits[0].shape == (2, 1, 8, 8)
     outputs.cls_logits[0].sum().backward()
     assert (images.grad.abs().sum(dim=(0, 2, 3)) > 0).all()  # every frame reaches the output
+
+
+def test_finest_level_fusion_starts_as_the_single_frame_network_and_learns_from_every_frame():
+    """frame_fusion 'finest': one stem for all frames; at init the output is the single-frame network's on the key
+    frame whatever the previous frames hold, yet the mix gets a gradient from every frame's C2, and once it is
+    non-zero the previous frames change the output."""
+    torch.manual_seed(0)
+    frames_input = {"channels": 1, "pixel_scale": 1.0, "mean": [0.4], "std": [0.2], "previous_frames": 2}
+    fused = build_detector(tiny_config(input={**frames_input, "frame_fusion": "finest"})).eval()
+    single = build_detector(tiny_config()).eval()
+    assert fused.backbone.conv1.in_channels == 1 and fused.frame_fusion.mix.in_channels == 3 * 8
+    missing = single.load_state_dict({k: v for k, v in fused.state_dict().items() if not k.startswith("frame_fusion")})
+    assert not missing.missing_keys and not missing.unexpected_keys
+    images = torch.randn(2, 3, 64, 64)
+    moved = images.clone()
+    moved[:, :2] = torch.randn(2, 2, 64, 64)
+    with torch.no_grad():
+        expected = single(images[:, -1:]).cls_logits
+        for found in (fused(images).cls_logits, fused(moved).cls_logits):
+            for a, b in zip(found, expected):
+                torch.testing.assert_close(a, b)
+
+    fused.train()
+    fused(images).cls_logits[0].sum().backward()
+    per_frame = fused.frame_fusion.mix.weight.grad.abs().view(8, 3, 8).sum(dim=(0, 2))
+    assert (per_frame > 0).all()  # oldest, previous and key frame's C2 all reach the loss
+    with torch.no_grad():
+        fused.frame_fusion.mix.weight.normal_(std=0.1)
+    fused.eval()
+    with torch.no_grad():
+        assert not torch.allclose(fused(images).cls_logits[0], fused(moved).cls_logits[0])
+        # each image keeps its own frames: the second image's output ignores the first image's frames
+        other = images.clone()
+        other[0] = torch.randn(3, 64, 64)
+        torch.testing.assert_close(fused(images).cls_logits[0][1], fused(other).cls_logits[0][1])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -305,17 +343,21 @@ def test_gils_batch_norm_adapter_folds_away_in_onnxruntime_with_parity(tmp_path)
                                atol=1e-6)
 
 
-def test_bpfpn_multi_frame_exports_to_onnx_with_parity(tmp_path):
+@pytest.mark.parametrize("fusion", ["stem", "finest"])
+def test_bpfpn_multi_frame_exports_to_onnx_with_parity(tmp_path, fusion):
     import onnx
     import onnxruntime
 
     torch.manual_seed(0)
     detector = build_detector(tiny_config(
         {"gils": {"enabled": True, "gate": True}, "dgr": {"weight": 0.1}},
-        input={"channels": 1, "pixel_scale": 1.0, "mean": [0.4], "std": [0.2], "previous_frames": 2},
+        input={"channels": 1, "pixel_scale": 1.0, "mean": [0.4], "std": [0.2], "previous_frames": 2,
+               "frame_fusion": fusion},
         postprocess={"score_threshold": 0.0, "pre_top_k": 20}))
-    with torch.no_grad():  # a trained-looking gate and well-spread scores, so top-K does not hinge on rounding
+    with torch.no_grad():  # a trained-looking gate (and mix) and well-spread scores, so top-K does not hinge on rounding
         detector.neck.shortcut.gate.normal_()
+        if fusion == "finest":
+            detector.frame_fusion.mix.weight.normal_(std=0.1)
         for conv in (detector.head.conv_cls, detector.head.conv_centerness):
             nn.init.normal_(conv.weight, std=1 / math.sqrt(conv.weight[0].numel()))
     detector.train()

@@ -13,12 +13,15 @@ import bpfpn_ablation as ablation  # noqa: E402
 
 
 def test_variant_names_round_trip():
-    assert ablation.parse_variant("gils_dgr_k2_gap5_s1") == ablation.Variant("gils_dgr", 2, 5, 0, 1)
-    assert ablation.parse_variant("fpn_k0") == ablation.Variant("fpn", 0, 1, 0, 0)
-    assert ablation.parse_variant("dgr_k0_syn20_s2") == ablation.Variant("dgr", 0, 1, 20, 2)
-    for name in ("fpn_k0", "gils_nodetach_k2_s3", "dgr_k2_gap4", "gils_k1_gap2_s2", "fpn_k2_gap3_syn8_s1"):
+    assert ablation.parse_variant("gils_dgr_k2_gap5_s1") == ablation.Variant("gils_dgr", 2, 5, "stem", 0, 1)
+    assert ablation.parse_variant("fpn_k0") == ablation.Variant("fpn", 0, 1, "stem", 0, 0)
+    assert ablation.parse_variant("dgr_k0_syn20_s2") == ablation.Variant("dgr", 0, 1, "stem", 20, 2)
+    assert ablation.parse_variant("fpn_k2_finest_s1") == ablation.Variant("fpn", 2, 1, "finest", 0, 1)
+    for name in ("fpn_k0", "gils_nodetach_k2_s3", "dgr_k2_gap4", "gils_k1_gap2_s2", "fpn_k2_gap3_syn8_s1",
+                 "gils_bn_dgr_k2_gap10_finest_syn4_s2"):
         assert ablation.variant_name(ablation.parse_variant(name)) == name
-    for wrong in ("bifpn_k0", "fpn", "fpn_k2_gap0", "fpn_k2_s1_gap2", "fpn_k0_syn"):
+    for wrong in ("bifpn_k0", "fpn", "fpn_k2_gap0", "fpn_k2_s1_gap2", "fpn_k0_syn", "fpn_k0_finest",
+                  "fpn_k2_finest_gap2"):
         assert ablation.parse_variant(wrong) is None, wrong
 
 
@@ -31,9 +34,10 @@ def test_summary_pairs_seeds_with_the_plain_fpn_and_single_frames():
     variants = {"fpn_k0": row(0.70, 0.80, 0.70), "fpn_k0_s1": row(0.80, 0.90, 0.72),
                 "dgr_k0": row(0.75, 0.85, 0.71), "dgr_k0_s1": row(0.82, 0.88), "dgr_k0_s2": row(0.60, 0.70, 0.6),
                 "fpn_k2_gap5": row(0.72, 0.86, 0.75), "fpn_k0_syn20_s1": row(0.78, 0.92, 0.7),
-                "released bpfpn_tiny": row(0.9, 0.9, 0.9)}
+                "fpn_k2_gap5_finest": row(0.74, 0.90, 0.7), "released bpfpn_tiny": row(0.9, 0.9, 0.9)}
     summary = {entry["variant"]: entry for entry in ablation.summarise(variants)}
-    assert set(summary) == {"fpn_k0", "dgr_k0", "fpn_k2_gap5", "fpn_k0_syn20"}, "releases are not summarised"
+    assert set(summary) == {"fpn_k0", "dgr_k0", "fpn_k2_gap5", "fpn_k0_syn20", "fpn_k2_gap5_finest"}, \
+        "releases are not summarised"
 
     dgr = summary["dgr_k0"]
     assert dgr["seeds"] == [0, 1, 2]
@@ -49,6 +53,10 @@ def test_summary_pairs_seeds_with_the_plain_fpn_and_single_frames():
     multi = summary["fpn_k2_gap5"]
     assert "vs_plain_fpn" not in multi["AP50"], "no plain FPN with the same input frames"
     assert multi["Pd@0.5FA"]["vs_single_frame"] == {"n": 1, "mean": 0.06, "std": None}
+    assert "vs_stem_stacking" not in multi["AP50"], "stem stacking is this variant itself"
+    finest = summary["fpn_k2_gap5_finest"]["Pd@0.5FA"]
+    assert finest["vs_stem_stacking"]["mean"] == pytest.approx(0.04)
+    assert finest["vs_single_frame"]["mean"] == pytest.approx(0.10)
     simulated = summary["fpn_k0_syn20"]["AP50"]
     assert simulated["vs_real_clips_only"]["mean"] == pytest.approx(-0.02) and "vs_plain_fpn" not in simulated
 
