@@ -406,7 +406,8 @@ def main() -> None:
                       args.runs / name / "scores.json")
             for name, config in configs.items()}  # the released models last, scored the same way
     for release in args.release:
-        config = load_train_config(release / "train_config.yaml")
+        # the release's own model.yaml: the configs/models/ file its recipe names may have changed since
+        config = load_train_config(release / "train_config.yaml", [f"model={release / 'model.yaml'}"])
         model_input = config.model_config()["input"]
         cache = args.runs / f"released_{release.name}" / "scores.json"
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -445,7 +446,8 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")
-        args.json.with_suffix(".md").write_text(markdown_table(results))
+        released = released_table(results)
+        args.json.with_suffix(".md").write_text(markdown_table(results) + (f"\n{released}" if released else ""))
         plot(results, args.json.with_suffix(".png"))
         print(f"wrote {args.json} and its .md (the summary table) and .png")
 
@@ -475,6 +477,23 @@ def markdown_table(results: dict) -> str:
                   if label in entry["AP50"] else "-" for label in present]
         cells.append(f"{np.mean(ratios):.3f}" if ratios else "-")
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def released_table(results: dict) -> str:
+    """The --release rows as a Markdown table ('' without any): AP50, Pd at every FALSE_ALARM_RATES, the
+    tracker's IDF1 and the latency ratio to the plain FPN with the same inputs."""
+    rows = {name.removeprefix("released "): row for name, row in results["variants"].items()
+            if name.startswith("released ")}
+    if not rows:
+        return ""
+    rates = " / ".join(f"{rate:g}" for rate in FALSE_ALARM_RATES)
+    lines = [f"| model | AP50 | Pd at {rates} FA/frame | IDF1 | latency / plain FPN |", "|" + " --- |" * 5]
+    for name, row in rows.items():
+        pd = " / ".join(f"{row['pd_at_false_alarms_per_frame'][str(rate)]:.3f}" for rate in FALSE_ALARM_RATES)
+        idf1 = f"{row['tracking']['IDF1']:.3f}" if row.get("tracking") else "-"
+        ratio = f"{row['latency_vs_plain_fpn']['median']:.3f}" if row.get("latency_vs_plain_fpn") else "-"
+        lines.append(f"| {name} | {row['AP50']:.3f} | {pd} | {idf1} | {ratio} |")
     return "\n".join(lines) + "\n"
 
 

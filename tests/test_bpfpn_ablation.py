@@ -72,3 +72,16 @@ def test_markdown_table_shows_means_paired_differences_and_latency_ratios():
     assert "1 frame" not in header, "no multi-frame variant: no column for it"
     assert plain == "| fpn_k0 | 2 | 0.750 ± 0.071 | 0.850 ± 0.071 | - | - | 1.001 |"
     assert gils == "| gils_k0 | 2 | 0.770 ± 0.028 | 0.890 ± 0.057 | - | +0.020 ± 0.042 / +0.040 ± 0.014 | 1.020 |"
+
+
+def test_released_table_lists_each_release_at_every_false_alarm_rate():
+    released = row(0.79, 0.9, 0.76)
+    released["pd_at_false_alarms_per_frame"] = {"0.1": 0.84, "0.5": 0.9, "1.0": 0.93}
+    released["latency_vs_plain_fpn"] = {"median": 1.0251}
+    untracked = dict(released, tracking=None, latency_vs_plain_fpn=None)
+    results = {"variants": {"fpn_k0": row(0.7, 0.8), "released bpfpn_tiny": released, "released other": untracked}}
+    header, rule, first, second = ablation.released_table(results).splitlines()
+    assert header == "| model | AP50 | Pd at 0.1 / 0.5 / 1 FA/frame | IDF1 | latency / plain FPN |"
+    assert first == "| bpfpn_tiny | 0.790 | 0.840 / 0.900 / 0.930 | 0.760 | 1.025 |"
+    assert second == "| other | 0.790 | 0.840 / 0.900 / 0.930 | - | - |"
+    assert ablation.released_table({"variants": {"fpn_k0": row(0.7, 0.8)}}) == ""
