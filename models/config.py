@@ -224,8 +224,9 @@ class ModelConfig:
 
 def read_model_config(path: Path, derived_from: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A model config YAML as one mapping. ``base: OTHER.yaml`` (a path relative to this file) starts from that
-    config, and each key here replaces the base's, key by key inside a section: a variant states only what
-    differs (e.g. bafenet_tiny_x2.yaml is bafenet_tiny.yaml with input.resize_factor 2)."""
+    config, and each key here replaces the base's, key by key inside sections at every depth: a variant states
+    only what differs (e.g. bafenet_tiny_x2.yaml is bafenet_tiny.yaml with input.resize_factor 2, and
+    bpfpn_tiny_k2.yaml changes neck.gils.norm alone)."""
     from pipeline.config import read_yaml_file  # the run config's module: sources, sinks, trackers
 
     data = read_yaml_file(path, "model config")
@@ -237,8 +238,13 @@ def read_model_config(path: Path, derived_from: tuple[Path, ...] = ()) -> dict[s
     base_path = (path.parent / str(base)).resolve()
     if base_path in derived_from or base_path == path.resolve():
         raise UserError(f"model config {path}: base {base} leads back to itself; name a config without that base")
-    merged = read_model_config(base_path, (*derived_from, path.resolve()))
-    for key, value in data.items():
+    return _merged(read_model_config(base_path, (*derived_from, path.resolve())), data)
+
+
+def _merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with each key of ``changes`` replacing its own; sections present in both merge the same way."""
+    merged = dict(base)
+    for key, value in changes.items():
         both_sections = isinstance(value, dict) and isinstance(merged.get(key), dict)
-        merged[key] = {**merged[key], **value} if both_sections else value
+        merged[key] = _merged(merged[key], value) if both_sections else value
     return merged

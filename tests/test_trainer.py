@@ -210,6 +210,11 @@ def test_model_configs_derive_from_a_base_key_by_key(tmp_path):
     tiny = read_model_config(REPO / "configs" / "models" / "bafenet_tiny.yaml")
     x2 = read_model_config(REPO / "configs" / "models" / "bafenet_tiny_x2.yaml")
     assert x2 == {**tiny, "name": "bafenet_tiny_x2", "input": {**tiny["input"], "resize_factor": 2.0}}
+    bpfpn = read_model_config(REPO / "configs" / "models" / "bpfpn_tiny.yaml")
+    k2 = read_model_config(REPO / "configs" / "models" / "bpfpn_tiny_k2.yaml")
+    assert bpfpn["neck"]["gils"]["enabled"] and bpfpn["neck"]["gils"]["norm"] == "batch"
+    assert k2["neck"] == {**bpfpn["neck"], "gils": {**bpfpn["neck"]["gils"], "norm": "group"}}, \
+        "a key two sections deep changes alone"
     (tmp_path / "a.yaml").write_text("base: b.yaml\nname: a\n")
     (tmp_path / "b.yaml").write_text("base: a.yaml\nname: b\n")
     with pytest.raises(UserError, match="leads back to itself"):
