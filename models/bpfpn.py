@@ -8,7 +8,7 @@ switch in NeckConfig (``gils``, ``dgr``) so an ablation is one config line; both
 
 - GILS (``LowLevelShortcut``): C2 (stride 4), gradient stopped, space-to-depth to the finest output's stride (no
   value is lost, so a 1-2 px target survives, where pooling or a strided conv could average it away), a small
-  adapter (conv, GroupNorm, ReLU), added to the finest output. Only the adapter learns from this path.
+  adapter (conv, GroupNorm or BatchNorm, ReLU), added to the finest output. Only the adapter learns from this path.
 - DGR (``DirectionalGradientRegularizer``): for each pair of adjacent outputs, 1 - cos between a 1x1 projection
   of the learning level and the other level, detached, at the finer level's resolution (nearest upsampling),
   averaged over pixels and summed over pairs, times ``weight``. Gradient flows one way only: by default into the

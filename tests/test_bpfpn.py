@@ -354,7 +354,7 @@ def test_bpfpn_multi_frame_exports_to_onnx_with_parity(tmp_path, fusion):
         input={"channels": 1, "pixel_scale": 1.0, "mean": [0.4], "std": [0.2], "previous_frames": 2,
                "frame_fusion": fusion},
         postprocess={"score_threshold": 0.0, "pre_top_k": 20}))
-    with torch.no_grad():  # a trained-looking gate (and mix) and well-spread scores, so top-K does not hinge on rounding
+    with torch.no_grad():  # trained-looking gate (and mix), well-spread scores: top-K does not hinge on rounding
         detector.neck.shortcut.gate.normal_()
         if fusion == "finest":
             detector.frame_fusion.mix.weight.normal_(std=0.1)
