@@ -13,6 +13,7 @@ import yaml  # noqa: E402
 from torch import nn  # noqa: E402
 
 from engines.config import DetectorConfig  # noqa: E402
+from engines.onnx_graph import tensorrt_problems  # noqa: E402
 from engines.onnxruntime_backend import OnnxRuntimeDetector  # noqa: E402
 from models.backbones import ResNet  # noqa: E402
 from models.bpfpn import DirectionalGradientRegularizer, LowLevelShortcut  # noqa: E402
@@ -368,6 +369,7 @@ def test_bpfpn_multi_frame_exports_to_onnx_with_parity(tmp_path, fusion):
     assert {node.domain for node in model.graph.node} <= {""}  # standard ONNX ops only
     assert model.opset_import[0].version == 17
     assert not any("regularizer" in init.name for init in model.graph.initializer)  # DGR is not exported
+    assert tensorrt_problems(model) == []  # either fusion parses in TensorRT
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert session.get_modelmeta().custom_metadata_map["frames"] == "3"
     detector.eval()
