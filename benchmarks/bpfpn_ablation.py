@@ -74,6 +74,8 @@ NECKS = {  # neck overrides of bpfpn_tiny.yaml (GILS on with detach, DGR 0.1)
     "gils_dgr": {"gils": GROUP_NORM},
     "gils_bn_dgr": {"gils": {"norm": "batch"}},  # the adapter's norm foldable into its conv at inference
 }
+VARIANT_GRAMMAR = "<neck>_k<frames>[_gap<spacing>][_finest][_syn<clips>][_s<seed>]"  # parse_variant reads it
+RELEASED = "released "  # the row name of a --release model folder is this plus the folder's name
 FALSE_ALARM_RATES = (0.1, 0.5, 1.0)  # per frame: the operating points Pd is compared at
 TRACKING_FALSE_ALARMS = 0.5          # the tracker gets each variant's detections at this false-alarm rate
 THRESHOLDS = np.round(np.arange(0.02, 0.62, 0.02), 2)
@@ -102,7 +104,7 @@ def variant_names(frames: int) -> list[str]:
 
 
 def parse_variant(name: str) -> Variant | None:
-    """'<neck>_k<frames>[_gap<spacing>][_finest][_syn<clips>][_s<seed>]' -> Variant; None for anything else."""
+    """A VARIANT_GRAMMAR name -> Variant; None for anything else."""
     match = re.fullmatch(r"(\w+?)_k(\d+)(?:_gap(\d+))?(_finest)?(?:_syn(\d+))?(?:_s(\d+))?", name)
     if (match is None or match[1] not in NECKS or (match[3] is not None and int(match[3]) < 1)
             or (match[4] and match[2] == "0")):
@@ -376,7 +378,7 @@ def main() -> None:
                         help="training epochs per variant (397 iterations of batch 8 each; lr x0.1 for the last)")
     parser.add_argument("--frames", type=int, default=2, help="k, the previous frames of the multi-frame rows")
     parser.add_argument("--variants", nargs="+",
-                        help="only these variants, <neck>_k<frames>[_gap<spacing>][_finest][_syn<clips>][_s<seed>] "
+                        help=f"only these variants, {VARIANT_GRAMMAR} "
                              "(default: every neck with k=0, then with k=FRAMES, seed 0); a seed suffix repeats a "
                              "variant to show the seed-to-seed spread, _gap<s> spaces the previous frames s apart, "
                              "_finest fuses the frames at the finest level (k > 0), _syn<n> adds n simulated train "
@@ -391,7 +393,7 @@ def main() -> None:
     names = args.variants or variant_names(args.frames)
     unknown = [n for n in names if parse_variant(n) is None]
     if unknown:
-        parser.error(f"unknown variants {unknown}: use <neck>_k<frames>[_gap<spacing>][_finest][_syn<clips>][_s<seed>] "
+        parser.error(f"unknown variants {unknown}: use {VARIANT_GRAMMAR} "
                      f"(e.g. gils_k2_gap5_s1), with neck one of {', '.join(NECKS)}")
     configs = {name: train_variant(name, args.runs / name, args.epochs) for name in names}
     if args.train_only:
@@ -411,7 +413,7 @@ def main() -> None:
         model_input = config.model_config()["input"]
         cache = args.runs / f"released_{release.name}" / "scores.json"
         cache.parent.mkdir(parents=True, exist_ok=True)
-        rows[f"released {release.name}"] = Row(config, release / "model.pt", (model_input.get("previous_frames", 0),
+        rows[RELEASED + release.name] = Row(config, release / "model.pt", (model_input.get("previous_frames", 0),
                                                model_input.get("frame_spacing", 1)), cache)
     sets: dict[tuple[int, int], KeepRatioTestSet] = {}
     for name, row in rows.items():
@@ -483,8 +485,7 @@ def markdown_table(results: dict) -> str:
 def released_table(results: dict) -> str:
     """The --release rows as a Markdown table ('' without any): AP50, Pd at every FALSE_ALARM_RATES, the
     tracker's IDF1 and the latency ratio to the plain FPN with the same inputs."""
-    rows = {name.removeprefix("released "): row for name, row in results["variants"].items()
-            if name.startswith("released ")}
+    rows = {name.removeprefix(RELEASED): row for name, row in results["variants"].items() if name.startswith(RELEASED)}
     if not rows:
         return ""
     rates = " / ".join(f"{rate:g}" for rate in FALSE_ALARM_RATES)
