@@ -61,7 +61,7 @@ from training.config import TrainConfig, load_train_config  # noqa: E402
 from training.evaluate import detector_candidates, predict  # noqa: E402
 from training.splits import ClipKeyFrames, KeepRatioTestSet  # noqa: E402
 from training.sequences import ClipSequences, read_clip_split  # noqa: E402
-from training.voc_eval import pd_fa  # noqa: E402
+from training.voc_eval import pd_at_false_alarm_rates  # noqa: E402
 
 TRAIN_CONFIG = REPO / "configs" / "train" / "bpfpn_halmstad_cpu.yaml"
 MODEL_CONFIG = REPO / "configs" / "models" / "bpfpn_tiny.yaml"
@@ -181,16 +181,11 @@ def val_frames(config: TrainConfig, previous_frames: int, spacing: int, limit: i
 
 
 def operating_points(detections: list[Detections], gt: list[np.ndarray]) -> tuple[list[dict], dict]:
-    """(Pd / false alarms per frame at every THRESHOLDS value, {rate: Pd at that false-alarm rate, interpolated
-    linearly between the two sweep points around it}); a rate outside the sweep maps to None."""
-    sweep = [pd_fa(detections, gt, score_threshold=float(t), match_distance_px=CENTROID_PX) for t in THRESHOLDS]
+    """(Pd / false alarms per frame at every THRESHOLDS value, {rate: Pd at each FALSE_ALARM_RATES rate or None})."""
+    sweep, at_rate = pd_at_false_alarm_rates(detections, gt, FALSE_ALARM_RATES, THRESHOLDS, CENTROID_PX)
     points = [{"threshold": p["score_threshold"], "pd": round(p["pd"], 4),
                "false_alarms_per_frame": round(p["false_alarms_per_image"], 4)} for p in sweep]
-    rates = np.array([p["false_alarms_per_image"] for p in sweep])[::-1]  # rising as the threshold falls
-    pds = np.array([p["pd"] for p in sweep])[::-1]
-    at_rate = {str(rate): round(float(np.interp(rate, rates, pds)), 4) if rates[0] <= rate <= rates[-1] else None
-               for rate in FALSE_ALARM_RATES}
-    return points, at_rate
+    return points, {str(rate): None if pd is None else round(pd, 4) for rate, pd in at_rate.items()}
 
 
 def tracking_threshold(points: list[dict]) -> float | None:
@@ -408,8 +403,7 @@ def main() -> None:
                       args.runs / name / "scores.json")
             for name, config in configs.items()}  # the released models last, scored the same way
     for release in args.release:
-        # the release's own model.yaml: the configs/models/ file its recipe names may have changed since
-        config = load_train_config(release / "train_config.yaml", [f"model={release / 'model.yaml'}"])
+        config = load_train_config(release / "train_config.yaml")  # its model: the release's model.yaml
         model_input = config.model_config()["input"]
         cache = args.runs / f"released_{release.name}" / "scores.json"
         cache.parent.mkdir(parents=True, exist_ok=True)

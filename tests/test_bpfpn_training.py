@@ -180,10 +180,11 @@ def test_val_clips_are_scored_in_original_pixels(clips):
 
 
 # ---------------------------------------------------------------------------------------------------- training
-@pytest.mark.parametrize("previous_frames, frame_spacing", [(0, 1), (2, 3)])
-def test_bpfpn_trains_on_clips_and_validates_on_val_clips(tmp_path, clips, previous_frames, frame_spacing):
-    trainer = Trainer(load_train_config(train_config_file(tmp_path, clips, previous_frames,
-                                                          frame_spacing=frame_spacing)))
+@pytest.mark.parametrize("previous_frames, frame_spacing, select_metric", [(0, 1, "mAP12"), (2, 3, "pd_at_fa")])
+def test_bpfpn_trains_on_clips_and_validates_on_val_clips(tmp_path, clips, previous_frames, frame_spacing,
+                                                          select_metric):
+    trainer = Trainer(load_train_config(train_config_file(tmp_path, clips, previous_frames, frame_spacing=frame_spacing),
+                                        [f"evaluation.select_metric={select_metric}"]))
     assert trainer.model.backbone.conv1.in_channels == previous_frames + 1
     for samples in (trainer.train_set, trainer.val_set):
         assert samples.dataset.sequences.frame_spacing == frame_spacing
@@ -193,7 +194,9 @@ def test_bpfpn_trains_on_clips_and_validates_on_val_clips(tmp_path, clips, previ
     header, values = rows[0].split(","), rows[-1].split(",")
     assert all(math.isfinite(float(values[header.index(k)])) for k in ("loss", "loss_cls", "loss_box", "loss_dgr"))
     report = json.loads((tmp_path / "run" / "eval_val.json").read_text())
-    assert report["num_gt"] == 5 and all(0 <= report[key] <= 1 for key in ("mAP07", "mAP12", "recall"))
+    assert report["num_gt"] == 5 and all(0 <= report[key] <= 1 for key in ("mAP07", "mAP12", "recall", "pd_at_fa"))
+    assert report["false_alarms_per_image"] == 0.5 and "val_pd_at_fa" in (tmp_path / "run" / "log_epochs.csv").read_text()
+    assert result.best["metric"] == select_metric and result.best["value"] == report[select_metric]
 
     # the evaluate command scores a clip checkpoint the same way
     out = tmp_path / "evaluate"
@@ -207,6 +210,9 @@ def test_bpfpn_trains_on_clips_and_validates_on_val_clips(tmp_path, clips, previ
     released = tmp_path / "release"
     assert main(["release", "--config", config, "--checkpoint", str(tmp_path / "run" / "best.pt"), "--out",
                  str(released)]) == 0
+    recipe = load_train_config(released / "train_config.yaml")
+    assert recipe.model_path == (released / "model.yaml").resolve()  # its own model config, not one that may change
+    assert recipe.model_config() == yaml.safe_load((tmp_path / "model.yaml").read_text())
     engine = OnnxRuntimeDetector(released / "model.onnx")
     assert engine.frames == previous_frames + 1 and engine.spec.frame_spacing == frame_spacing
     engine.close()
@@ -218,7 +224,8 @@ def test_clip_config_mistakes_are_one_line_errors(tmp_path, clips, capsys):
     for override, message in [
             ("data.copy_paste=reference", "config key 'data.copy_paste': must be 'off' with kind 'clips'"),
             ("data.train_split=train_v2", "config key 'data.train_split': with kind 'clips' names a subset"),
-            ("data.val_split=train", "config key 'data.val_split': must differ from train_split")]:
+            ("data.val_split=train", "config key 'data.val_split': must differ from train_split"),
+            ("evaluation.false_alarms_per_image=0", "config key 'evaluation.false_alarms_per_image': must be above 0")]:
         assert main(["train", "--config", str(path), "--set", override]) == 2
         error = capsys.readouterr().err
         assert message in error and error.count("\n") == 1

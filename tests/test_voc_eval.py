@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.types import Detections
 from training.voc_eval import (average_precision_11point, average_precision_area, evaluate_voc, legacy_iou, pd_fa,
-                               write_pr_curve)
+                               pd_at_false_alarm_rates, write_pr_curve)
 
 
 def dets(boxes, scores) -> Detections:
@@ -134,6 +134,21 @@ def test_pd_fa_by_centroid_distance():
     far = [dets([box(14, 10)], [0.9]), Detections.empty()]
     assert pd_fa(far, gt, score_threshold=0.5)["num_matched"] == 0
     assert pd_fa(far, gt, score_threshold=0.5, match_distance_px=5)["num_matched"] == 1
+
+
+def test_pd_at_false_alarm_rates_interpolates_between_thresholds():
+    # Image 1: a hit scoring 0.9 and a false alarm 0.7; image 2: a false alarm 0.8 and a hit 0.6. Thresholds from the
+    # top: 0.95 -> Pd 0, 0 false alarms per image; 0.85 -> Pd 1/2, 0; 0.5 -> Pd 1, 2 / 2 images = 1; 0.2 -> the same.
+    gt = [np.array([box(10, 10)]), np.array([box(30, 30)])]
+    found = [dets([box(10, 10), box(60, 60)], [0.9, 0.7]), dets([box(80, 80), box(30, 30)], [0.8, 0.6])]
+    sweep, at_rate = pd_at_false_alarm_rates(found, gt, [0.0, 0.5, 1.0, 1.5], thresholds=[0.2, 0.5, 0.85, 0.95])
+    assert [(p["score_threshold"], p["pd"], p["false_alarms_per_image"]) for p in sweep] == [
+        (0.2, 1, 1), (0.5, 1, 1), (0.85, 0.5, 0), (0.95, 0, 0)]
+    # At 0 false alarms the best threshold (0.85) gives 1/2; at 0.5 halfway from (0, 1/2) to (1, 1); 1.5 is never
+    # reached, so the lowest threshold's Pd holds there.
+    assert at_rate == {0.0: 0.5, 0.5: pytest.approx(0.75), 1.0: 1.0, 1.5: 1.0}
+    # At 0.75 alone: Pd 1/2 with 1 / 2 false alarms per image; fewer false alarms are out of the sweep's reach.
+    assert pd_at_false_alarm_rates(found, gt, [0.25, 0.5], thresholds=[0.75])[1] == {0.25: None, 0.5: 0.5}
 
 
 def test_pr_curve_png_is_written(tmp_path):

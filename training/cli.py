@@ -113,7 +113,8 @@ def train(args: argparse.Namespace, config: TrainConfig) -> int:
 
 
 def evaluate(args: argparse.Namespace, config: TrainConfig) -> int:
-    from training.evaluate import detector_candidates, predict, score_split, write_evaluation
+    from training.evaluate import (detector_candidates, metrics, pd_at_false_alarms, predict, score_split,
+                                   write_evaluation)
     from training.loop import resolve_device
     from training.splits import evaluation_set
 
@@ -128,14 +129,17 @@ def evaluate(args: argparse.Namespace, config: TrainConfig) -> int:
                          num_workers=config.loop.num_workers, device=device, nms_iou=settings.nms_iou,
                          max_detections=settings.max_detections, label=f"evaluate {args.split}")
     result = score_split(test_set, detections)
+    scores = metrics(result, pd_at_false_alarms(test_set, detections, settings.false_alarms_per_image))
     info = {"model": detector.config.name, "checkpoint": str(args.checkpoint), "epoch": contents.get("epoch"),
             "iteration": contents.get("iteration"), "input_size": config.data.input_size,
-            "resize": config.data.resize}
+            "resize": config.data.resize, "false_alarms_per_image": settings.false_alarms_per_image}
     out_dir = Path(args.out) if args.out else Path(args.checkpoint).parent
-    json_path, png_path = write_evaluation(result, out_dir, args.split, info)
+    json_path, png_path = write_evaluation(result, scores, out_dir, args.split, info)
+    pd = "none" if scores["pd_at_fa"] is None else f"{scores['pd_at_fa']:.4f}"
     print(f"{args.split}: mAP07 {result.ap_11point:.4f}  mAP12 {result.ap_area:.4f}  recall {result.recall:.4f}  "
-          f"({len(test_set)} images, {result.num_gt} gt, {result.num_detections} detections); wrote {json_path} "
-          f"and {png_path}", file=sys.stderr)
+          f"Pd {pd} at {settings.false_alarms_per_image:g} false alarms per image  ({len(test_set)} images, "
+          f"{result.num_gt} gt, {result.num_detections} detections); wrote {json_path} and {png_path}",
+          file=sys.stderr)
     return 0
 
 

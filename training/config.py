@@ -167,14 +167,20 @@ class LoopConfig:
 @dataclass
 class EvaluationConfig:
     interval: int = option(1, "evaluate val_split every this many epochs (and after the last one)")
-    select_metric: Literal["mAP12", "mAP07", "recall"] = option(
-        "mAP12", "val metric that picks best.pt (the reference keeps its best epoch by VOC mAP, on test_v2)")
+    select_metric: Literal["mAP12", "mAP07", "recall", "pd_at_fa"] = option(
+        "mAP12", "val metric that picks best.pt (the reference keeps its best epoch by VOC mAP, on test_v2); "
+                 "pd_at_fa: Pd by 3 px centroid distance at false_alarms_per_image, the operating point a tracker is "
+                 "fed")
+    false_alarms_per_image: float = option(0.5, "the false-alarm rate pd_at_fa is read at (reported at every "
+                                                "validation, whatever select_metric)")
     nms_iou: float = option(0.5, "NMS IoU threshold on the host (the reference: 0.5)")
     max_detections: int = option(100, "detections kept per image after NMS (the reference: 100)")
 
     def __post_init__(self):
         require(self.interval >= 1, "interval", f"must be at least 1, got {self.interval}")
         require(0 < self.nms_iou <= 1, "nms_iou", f"must be in (0, 1], got {self.nms_iou}")
+        require(self.false_alarms_per_image > 0, "false_alarms_per_image",
+                f"must be above 0, got {self.false_alarms_per_image}")
         require(self.max_detections >= 1, "max_detections", f"must be at least 1, got {self.max_detections}")
 
 

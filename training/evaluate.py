@@ -3,7 +3,9 @@
 Per image: the model's candidates (decoded boxes in network-input pixels, score = class x centerness probability,
 the per-level top-K) -> boxes divided by the resize's scale factor (original pixels) and clipped to the image ->
 empty boxes and zero-score slots dropped -> NMS at IoU 0.5 -> the best 100 (mmdet's order: rescale, then NMS).
-Then ``evaluate_voc`` against the minus-one XML boxes in original pixels.
+Then ``evaluate_voc`` against the minus-one XML boxes in original pixels, and Pd by centroid distance at a fixed
+false-alarm rate (``pd_at_fa``): the operating point a tracker is fed, which VOC AP at IoU 0.5 can miss. A model whose
+boxes overlap the targets but whose centres sit a few pixels off scores well in AP and poorly in Pd.
 """
 from __future__ import annotations
 
@@ -25,12 +27,14 @@ from pipeline.progress import ProgressLine
 from pipeline.types import Detections
 from training.batches import ResizedTestSet
 from training.splits import collate_grey
-from training.voc_eval import VocResult, evaluate_voc, write_pr_curve
+from training.voc_eval import VocResult, evaluate_voc, pd_at_false_alarm_rates, write_pr_curve
 
 # grey images [N, 1, H, W] in [0, 1] -> boxes [N, K, 4] (x1, y1, x2, y2, input pixels) and scores [N, K]
 CandidateFn = Callable[[Tensor], tuple[Tensor, Tensor]]
 PROTOCOL = ("VOC AP at IoU 0.5 with +1 (legacy) pixel coordinates, in original image pixels; mAP07 = 11-point AP, "
-            "mAP12 = all-point (area) AP, recall = final recall over all kept detections")
+            "mAP12 = all-point (area) AP, recall = final recall over all kept detections; pd_at_fa = Pd by 3 px "
+            "centroid distance at false_alarms_per_image, interpolated over score thresholds 0.02-0.98")
+PD_THRESHOLDS = np.round(np.arange(0.02, 1.0, 0.02), 2)  # the score thresholds pd_at_fa is interpolated between
 
 
 def detector_candidates(detector: Detector) -> CandidateFn:
@@ -91,16 +95,25 @@ def score_split(test_set: ResizedTestSet, detections: list[Detections]) -> VocRe
     return evaluate_voc(detections, [a.boxes for a in annotations], [a.difficult for a in annotations])
 
 
-def metrics(result: VocResult) -> dict[str, float | None]:
-    """The three reported numbers; NaN (a split without ground truth) becomes None (JSON null)."""
-    values = {"mAP07": result.ap_11point, "mAP12": result.ap_area, "recall": result.recall}
-    return {key: None if math.isnan(value) else value for key, value in values.items()}
+def pd_at_false_alarms(test_set: ResizedTestSet, detections: list[Detections], false_alarms_per_image: float
+                       ) -> float | None:
+    """Pd by 3 px centroid distance at ``false_alarms_per_image`` (None: no swept threshold reaches that rate)."""
+    gt = [annotation.boxes for annotation in test_set.dataset.annotations]
+    return pd_at_false_alarm_rates(detections, gt, [false_alarms_per_image], PD_THRESHOLDS)[1][false_alarms_per_image]
 
 
-def write_evaluation(result: VocResult, out_dir: Path, split: str, info: dict[str, Any]) -> tuple[Path, Path]:
-    """``eval_<split>.json`` (metrics, counts, protocol, ``info`` about the model) and ``pr_<split>.png``."""
+def metrics(result: VocResult, pd_at_fa: float | None) -> dict[str, float | None]:
+    """The four reported numbers; NaN (a split without ground truth) becomes None (JSON null)."""
+    values = {"mAP07": result.ap_11point, "mAP12": result.ap_area, "recall": result.recall, "pd_at_fa": pd_at_fa}
+    return {key: None if value is None or math.isnan(value) else value for key, value in values.items()}
+
+
+def write_evaluation(result: VocResult, scores: dict[str, float | None], out_dir: Path, split: str,
+                     info: dict[str, Any]) -> tuple[Path, Path]:
+    """``eval_<split>.json`` (``scores`` from ``metrics``, counts, protocol, ``info`` about the model) and
+    ``pr_<split>.png``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = {"split": split, **metrics(result), "num_gt": result.num_gt, "num_detections": result.num_detections,
+    report = {"split": split, **scores, "num_gt": result.num_gt, "num_detections": result.num_detections,
               "iou_threshold": result.iou_threshold, "protocol": PROTOCOL, **info}
     json_path = out_dir / f"eval_{split}.json"
     json_path.write_text(json.dumps(report, indent=2) + "\n")

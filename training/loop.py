@@ -35,7 +35,8 @@ from training.batches import Batch
 from training.checkpoint import (is_training_checkpoint, load_model_weights, read_checkpoint, restore_rng_states,
                                  rng_states, save_checkpoint)
 from training.config import TrainConfig
-from training.evaluate import detector_candidates, metrics, predict, score_split, write_evaluation
+from training.evaluate import (detector_candidates, metrics, pd_at_false_alarms, predict, score_split,
+                               write_evaluation)
 from training.logs import CsvLog, TrainingProgress, write_curves
 from training.optim import LrSchedule, build_optimizer
 from training.splits import collate_grey, evaluation_set, training_set
@@ -252,13 +253,13 @@ class Trainer:
                              nms_iou=settings.nms_iou, max_detections=settings.max_detections)
         self.model.train()
         result = score_split(self.val_set, detections)
-        scores = metrics(result)
+        scores = metrics(result, pd_at_false_alarms(self.val_set, detections, settings.false_alarms_per_image))
         value = scores[settings.select_metric]
         if value is not None and (self.best is None or value > self.best["value"]):
             self.best = {"metric": settings.select_metric, "value": value, "epoch": epoch + 1,
                          "iteration": self.iteration}
             self._save("best.pt")
-            write_evaluation(result, self.run_dir, self.config.data.val_split, self._report_info("best.pt"))
+            write_evaluation(result, scores, self.run_dir, self.config.data.val_split, self._report_info("best.pt"))
         return {f"val_{key}": value for key, value in scores.items()}
 
     def _log_window(self) -> None:
@@ -276,7 +277,8 @@ class Trainer:
     def _report_info(self, checkpoint: str) -> dict[str, Any]:
         return {"model": self.model.config.name, "checkpoint": str(self.run_dir / checkpoint),
                 "epoch": self.iteration // self.iters_per_epoch, "iteration": self.iteration,
-                "input_size": self.config.data.input_size, "resize": self.config.data.resize}
+                "input_size": self.config.data.input_size, "resize": self.config.data.resize,
+                "false_alarms_per_image": self.config.evaluation.false_alarms_per_image}
 
     def _save(self, name: str) -> Path:
         return save_checkpoint(self.run_dir / name, {

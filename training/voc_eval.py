@@ -1,8 +1,8 @@
 """DenseSIRST detection metrics as the BAFE-Net reference reports them (mmdet ``VOCMetric`` -> ``eval_map``).
 
 VOC AP at IoU 0.5 with legacy (+1) pixel coordinates, in original image coordinates: mAP07 = 11-point AP, mAP12 =
-all-point (area) AP, recall = the final point of the recall curve. Also Pd / false alarms by centroid distance, and
-a PR-curve picture. Single class ("Target"), so AP and mAP are the same number.
+all-point (area) AP, recall = the final point of the recall curve. Also Pd / false alarms by centroid distance, Pd at
+fixed false-alarm rates, and a PR-curve picture. Single class ("Target"), so AP and mAP are the same number.
 
 Matching, as mmdet's ``tpfp_default``: in each image, detections in descending score order take the ground-truth box
 of highest IoU (first one on ties) over all gt, difficult included. IoU >= threshold and that gt not yet taken: TP;
@@ -183,6 +183,27 @@ def pd_fa(detections: Sequence[Detections], gt_boxes: Sequence[np.ndarray], *, s
         "score_threshold": float(score_threshold),
         "match_distance_px": float(match_distance_px),
     }
+
+
+def pd_at_false_alarm_rates(detections: Sequence[Detections], gt_boxes: Sequence[np.ndarray], rates: Sequence[float],
+                            thresholds: Sequence[float], match_distance_px: float = 3.0
+                            ) -> tuple[list[dict[str, float | int]], dict[float, float | None]]:
+    """Detectors compared at the same false-alarm rate, since score scales differ between models: (``pd_fa`` at each
+    score threshold of ``thresholds``, {rate: Pd at ``rate`` false alarms per image}).
+
+    Pd is interpolated linearly between the two thresholds around the rate. Both Pd and false alarms only grow as the
+    threshold falls (one more detection adds at most one matched pair); of thresholds with equal false alarms the
+    lowest, with the highest Pd, counts (np.interp takes the last equal x). A rate above the lowest threshold's false
+    alarms gets that threshold's Pd (the detector stays below the rate); one below the highest threshold's gets None.
+    """
+    sweep = [pd_fa(detections, gt_boxes, score_threshold=float(t), match_distance_px=match_distance_px)
+             for t in thresholds]
+    falling = sorted(sweep, key=lambda point: -point["score_threshold"])
+    false_alarms = np.array([point["false_alarms_per_image"] for point in falling])
+    pds = np.array([point["pd"] for point in falling])
+    at_rate = {rate: float(np.interp(rate, false_alarms, pds)) if len(falling) and false_alarms[0] <= rate else None
+               for rate in rates}
+    return sweep, at_rate
 
 
 def write_pr_curve(result: VocResult, path: str | Path, title: str = "DenseSIRST precision-recall") -> Path:
