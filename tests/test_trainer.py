@@ -36,6 +36,7 @@ from training.evaluate import predict, same_size_batches, score_split  # noqa: E
 from training.logs import CsvLog  # noqa: E402
 from training.loop import Trainer  # noqa: E402
 from training.optim import LrSchedule, parameter_groups  # noqa: E402
+from training.release import model_entry  # noqa: E402
 from training.splits import evaluation_set, training_set  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -367,6 +368,17 @@ def real_devkit(shared_data: Path, tmp_path: Path, splits: dict[str, int]) -> Pa
 def test_evaluation_in_original_pixels_on_real_images(shared_data, tmp_path):
     """test_v2 starts with 1918x1080 and 1280x1024 images: far from the 512x512 network input."""
     assert_oracle_scores_one(real_devkit(shared_data, tmp_path, {"test_v2": 6}), "test_v2", [512, 512], "stretch")
+
+
+@pytest.mark.parametrize("folder", sorted(path.parent for path in (REPO / "weights").glob("*/train_config.yaml")),
+                         ids=lambda folder: folder.name)
+def test_every_shipped_recipe_names_a_released_model_config(folder):
+    """A release's recipe builds its model from a model.yaml in weights/, which does not change after the release,
+    not from configs/models/, which does (bafenet_tiny_x2 is bafenet_tiny's weights: its recipe names that model)."""
+    recipe = load_train_config(folder / "train_config.yaml")
+    assert recipe.model == model_entry(recipe.model_path) and recipe.model.startswith("weights/")
+    if folder.name != "bafenet_tiny_x2":
+        assert recipe.model_path == folder / "model.yaml"
 
 
 # ------------------------------------------------------------------------------------------------ commands
