@@ -73,6 +73,9 @@ NECKS = {  # neck overrides of bpfpn_tiny.yaml (GILS on with detach, DGR 0.1)
     "dgr": {"gils": {"enabled": False}},
     "gils_dgr": {"gils": GROUP_NORM},
     "gils_bn_dgr": {"gils": {"norm": "batch"}},  # the adapter's norm foldable into its conv at inference
+    # from the stem's stride-2 map: P2 already takes C2 through its lateral conv (models/bpfpn.py)
+    "gils_stem": {"gils": {"source": "stem", "norm": "batch"}, "dgr": {"weight": 0.0}},
+    "gils_stem_dgr": {"gils": {"source": "stem", "norm": "batch"}},
 }
 VARIANT_GRAMMAR = "<neck>_k<frames>[_gap<spacing>][_finest][_syn<clips>][_s<seed>]"  # parse_variant reads it
 RELEASED = "released "  # the row name of a --release model folder is this plus the folder's name

@@ -93,7 +93,7 @@ class ResNet(nn.Module):
         blocks_per_stage = blocks_per_stage[:num_stages]
         block = BasicBlock if block_kind == "basic" else Bottleneck
         self.frozen_bn, self.frozen_stages = config.frozen_bn, config.frozen_stages
-        width = config.base_channels
+        width = self.stem_channels = config.base_channels
         self.conv1 = nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
@@ -156,7 +156,15 @@ class ResNet(nn.Module):
 
     def forward(self, images: Tensor, after_first_stage: nn.Module | None = None) -> list[Tensor]:
         """``after_first_stage`` maps C2 before the later stages see it (multi-frame fusion, models/fusion.py)."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
+        return self.stages_after_stem(self.stem(images), after_first_stage)
+
+    def stem(self, images: Tensor) -> Tensor:
+        """The stride-2 map [N, stem_channels, H / 2, W / 2] before max pooling (BP-FPN's GILS can take it)."""
+        return self.relu(self.bn1(self.conv1(images)))
+
+    def stages_after_stem(self, stem: Tensor, after_first_stage: nn.Module | None = None) -> list[Tensor]:
+        """The stem's map -> [C2, ..]; ``after_first_stage`` as in forward."""
+        x = self.maxpool(stem)
         features = []
         for index, stage in enumerate(self.stages):
             x = stage(x)

@@ -9,6 +9,8 @@ switch in NeckConfig (``gils``, ``dgr``) so an ablation is one config line; both
 - GILS (``LowLevelShortcut``): C2 (stride 4), gradient stopped, space-to-depth to the finest output's stride (no
   value is lost, so a 1-2 px target survives, where pooling or a strided conv could average it away), a small
   adapter (conv, GroupNorm or BatchNorm, ReLU), added to the finest output. Only the adapter learns from this path.
+  A pyramid with P2 already takes C2 through its lateral conv, so there GILS adds only a detached copy of it; with
+  ``source: stem`` it takes the stem's stride-2 map instead, the finer detail such a pyramid otherwise never sees.
 - DGR (``DirectionalGradientRegularizer``): for each pair of adjacent outputs, 1 - cos between a 1x1 projection
   of the learning level and the other level, detached, at the finer level's resolution (nearest upsampling),
   averaged over pixels and summed over pairs, times ``weight``. Gradient flows one way only: by default into the
@@ -28,11 +30,12 @@ GROUP_NORM_GROUPS = 32  # the adapter's GroupNorm uses the largest divisor of it
 
 
 class LowLevelShortcut(nn.Module):
-    """GILS: C2 [N, in_channels, H2, W2] -> [N, out_channels, H, W], to add to the finest output [.., H, W].
+    """GILS: the source map (C2 or the stem's) [N, in_channels, Hs, Ws] -> [N, out_channels, H, W], to add to the
+    finest output [.., H, W].
 
-    ``factor`` = finest stride / 4; C2 is padded bottom/right to factor x (H, W) (a no-op for inputs padded to
-    the coarsest stride, as the engines do) and rearranged by pixel unshuffle into in_channels x factor^2
-    channels. With ``detach`` the backbone gets no gradient through this path; with ``gate`` the result is
+    ``factor`` = finest stride / source stride; the source is padded bottom/right to factor x (H, W) (a no-op for
+    inputs padded to the coarsest stride, as the engines do) and rearranged by pixel unshuffle into
+    in_channels x factor^2 channels. With ``detach`` the backbone gets no gradient through this path; with ``gate`` the result is
     scaled per channel by a gate that starts at 0.
     """
 
@@ -47,8 +50,8 @@ class LowLevelShortcut(nn.Module):
             nn.ReLU(inplace=True))
         self.gate = nn.Parameter(torch.zeros(1, out_channels, 1, 1)) if config.gate else None
 
-    def forward(self, c2: Tensor, size: tuple[int, int]) -> Tensor:
-        x = c2.detach() if self.detach else c2
+    def forward(self, source: Tensor, size: tuple[int, int]) -> Tensor:
+        x = source.detach() if self.detach else source
         if self.factor > 1:
             x = F.pad(x, (0, size[1] * self.factor - x.shape[3], 0, size[0] * self.factor - x.shape[2]))
             x = F.pixel_unshuffle(x, self.factor)

@@ -15,6 +15,7 @@ from pipeline.schema import option, require
 
 RESNET_DEPTHS = (18, 34, 50, 101)
 FIRST_LEVEL, LAST_LEVEL = 2, 5  # pyramid levels the ResNet feeds: C2 (stride 4) .. C5 (stride 32)
+STEM_LEVEL = 1                   # the ResNet stem's output, before max pooling, has stride 2
 MAX_PREVIOUS_FRAMES = 15
 MAX_FRAME_SPACING = 30
 
@@ -97,11 +98,14 @@ class GilsConfig:
     """BP-FPN's Gradient-Isolated Low-Level Shortcut, as we interpret it (models/bpfpn.py)."""
 
     enabled: bool = option(
-        False, "add C2 (stride 4), losslessly downsampled (space-to-depth) to the finest output's stride and passed "
-               "through a small adapter, to the finest FPN output (false: the plain FPN)")
+        False, "add a low-level map (source), losslessly downsampled (space-to-depth) to the finest output's stride "
+               "and passed through a small adapter, to the finest FPN output (false: the plain FPN)")
+    source: Literal["c2", "stem"] = option(
+        "c2", "the low-level map: 'c2', the stride-4 map C2, which a P3-P5 pyramid does not use; 'stem', the stem's "
+              "stride-2 map before max pooling, finer than anything a pyramid with P2 (which already takes C2) sees")
     detach: bool = option(
-        True, "stop the shortcut's gradient at C2, so only the adapter learns from it and the backbone gets no "
-              "gradient through it; false: a plain shortcut (the paper's negative case, shortcut learning)")
+        True, "stop the shortcut's gradient at its source, so only the adapter learns from it and the backbone gets "
+              "no gradient through it; false: a plain shortcut (the paper's negative case, shortcut learning)")
     gate: bool = option(
         False, "scale the adapter output by a learnable per-channel gate that starts at 0, so training starts "
                "from the plain FPN's outputs")

@@ -60,7 +60,7 @@ class Detector(nn.Module):
         self.backbone = ResNet(config.backbone, config.input.channels * (1 if fuse_finest else self.frames),
                                num_stages=config.neck.levels[-1] - 1)
         self.frame_fusion = FinestLevelFusion(self.frames, self.backbone.out_channels[0]) if fuse_finest else None
-        self.neck = FPN(config.neck, self.backbone.out_channels)
+        self.neck = FPN(config.neck, self.backbone.out_channels, self.backbone.stem_channels)
         self.head = FCOSHead(config.head, self.neck.strides)
 
     @property
@@ -95,7 +95,11 @@ class Detector(nn.Module):
         images = self.grey_to_channels(images)
         if self.frame_fusion is not None:  # [N, F, H, W] -> [N * F, 1, H, W]: every frame through the same stem
             images = images.reshape(-1, 1, images.shape[2], images.shape[3])
-        pyramid = self.neck(self.backbone(images, after_first_stage=self.frame_fusion))
+        stem = self.backbone.stem(images)
+        features = self.backbone.stages_after_stem(stem, after_first_stage=self.frame_fusion)
+        if self.frame_fusion is not None:
+            stem = stem[self.frames - 1::self.frames]  # the key frames' (a GILS source), as FinestLevelFusion's C2
+        pyramid = self.neck(features, stem)
         outputs = self.head(pyramid)
         if self.training:
             outputs.neck_losses.update(self.neck.training_losses(pyramid))

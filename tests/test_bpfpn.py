@@ -58,16 +58,20 @@ def pyramid_shapes(levels, size):
 # ---------------------------------------------------------------------------------------------------------------
 # GILS
 
-@pytest.mark.parametrize("levels, kernel_size, size", [([3, 4, 5], 1, 64), ([3, 4, 5], 3, 66), ([2, 3, 4], 1, 64)])
-def test_gils_keeps_the_pyramid_shapes(levels, kernel_size, size):
-    config = build(ModelConfig, tiny_config({"levels": levels, "gils": {"enabled": True, "kernel_size": kernel_size}}))
+@pytest.mark.parametrize("levels, kernel_size, size, source", [
+    ([3, 4, 5], 1, 64, "c2"), ([3, 4, 5], 3, 66, "c2"), ([2, 3, 4], 1, 64, "c2"), ([2, 3, 4], 1, 66, "stem"),
+    ([3, 4, 5], 3, 64, "stem")])
+def test_gils_keeps_the_pyramid_shapes(levels, kernel_size, size, source):
+    config = build(ModelConfig, tiny_config({"levels": levels, "gils": {"enabled": True, "kernel_size": kernel_size,
+                                                                        "source": source}}))
     backbone = ResNet(config.backbone, 1, num_stages=levels[-1] - 1)
-    neck = FPN(config.neck, backbone.out_channels)
-    features = backbone(torch.randn(1, 1, size, size))
-    outputs = neck(features)
+    neck = FPN(config.neck, backbone.out_channels, backbone.stem_channels)
+    stem = backbone.stem(torch.randn(1, 1, size, size))
+    outputs = neck(backbone.stages_after_stem(stem), stem)
     assert [tuple(p.shape) for p in outputs] == pyramid_shapes(levels, size)
-    assert neck.shortcut.factor == 2 ** (levels[0] - 2)
-    assert neck.shortcut.adapter[0].in_channels == backbone.out_channels[0] * neck.shortcut.factor ** 2
+    source_level, source_channels = (1, backbone.stem_channels) if source == "stem" else (2, backbone.out_channels[0])
+    assert stem.shape[2] == (size + 1) // 2 and neck.shortcut.factor == 2 ** (levels[0] - source_level)
+    assert neck.shortcut.adapter[0].in_channels == source_channels * neck.shortcut.factor ** 2
 
 
 def test_space_to_depth_keeps_every_c2_value():
@@ -83,28 +87,35 @@ def test_space_to_depth_keeps_every_c2_value():
 
 
 @pytest.mark.parametrize("detach", [True, False])
-def test_gils_detach_stops_the_shortcut_gradient_at_c2(detach):
+@pytest.mark.parametrize("source", ["c2", "stem"])
+def test_gils_detach_stops_the_shortcut_gradient_at_its_source(detach, source):
     torch.manual_seed(0)
-    detector = build_detector(tiny_config({"gils": {"enabled": True, "detach": detach}}))
+    detector = build_detector(tiny_config({"gils": {"enabled": True, "detach": detach, "source": source}}))
     images = torch.randn(1, 1, 64, 64)
 
+    def source_map() -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """(the shortcut's source: C2 or the stem's map, the stem's map, the pyramid features [C2, ..])."""
+        stem = detector.backbone.stem(detector.grey_to_channels(images))
+        features = detector.backbone.stages_after_stem(stem)
+        return (stem if source == "stem" else features[0]), stem, features
+
     def backbone_gradients(shortcut_as_constant: bool) -> list[torch.Tensor]:
-        """Gradients of C2 and of every backbone weight for a loss on the pyramid; optionally with the shortcut's
-        output fed in as a constant, i.e. the network without the shortcut's gradient path."""
+        """Gradients of the source map and of every backbone weight for a loss on the pyramid; optionally with the
+        shortcut's output fed in as a constant, i.e. the network without the shortcut's gradient path."""
         detector.zero_grad(set_to_none=True)
-        features = detector.backbone(detector.grey_to_channels(images))
-        features[0].retain_grad()
+        low_level, stem, features = source_map()
+        low_level.retain_grad()
         shortcut = detector.neck.shortcut
         if shortcut_as_constant:
-            constant = shortcut(features[0], (8, 8)).detach()
+            constant = shortcut(low_level, (8, 8)).detach()
             detector.neck.shortcut = None
-            outputs = detector.neck(features)
+            outputs = detector.neck(features, stem)
             detector.neck.shortcut = shortcut
             outputs[0] = outputs[0] + constant
         else:
-            outputs = detector.neck(features)
+            outputs = detector.neck(features, stem)
         sum(p.square().mean() for p in outputs).backward()
-        return [features[0].grad] + [p.grad for p in detector.backbone.parameters()]
+        return [low_level.grad] + [p.grad for p in detector.backbone.parameters()]
 
     with_path, without_path = backbone_gradients(False), backbone_gradients(True)
     if detach:  # the backbone learns exactly as if the shortcut were not there
@@ -115,14 +126,15 @@ def test_gils_detach_stops_the_shortcut_gradient_at_c2(detach):
 
     # the shortcut alone: the adapter always learns, the backbone only without detach
     detector.zero_grad(set_to_none=True)
-    c2 = detector.backbone(detector.grey_to_channels(images))[0]
-    detector.neck.shortcut(c2, (8, 8)).square().mean().backward()
+    detector.neck.shortcut(source_map()[0], (8, 8)).square().mean().backward()
     assert detector.neck.shortcut.adapter[0].weight.grad.abs().sum() > 0
     backbone_grads = [p.grad for p in detector.backbone.parameters() if p.requires_grad]
     if detach:
         assert all(grad is None for grad in backbone_grads)
     else:
         assert detector.backbone.conv1.weight.grad.abs().sum() > 0
+        first_stage_learns = detector.backbone.layer1[0].conv1.weight.grad is not None
+        assert first_stage_learns == (source == "c2")  # the stem's map is taken before the first stage
         assert detector.backbone.layer2[0].conv1.weight.grad is None  # C3 onwards is not on the shortcut path
 
 
@@ -268,14 +280,15 @@ def test_multi_frame_input_stacks_frames_at_the_stem():
     assert (images.grad.abs().sum(dim=(0, 2, 3)) > 0).all()  # every frame reaches the output
 
 
-def test_finest_level_fusion_starts_as_the_single_frame_network_and_learns_from_every_frame():
+@pytest.mark.parametrize("gils", [{"enabled": False}, {"enabled": True, "source": "stem"}])
+def test_finest_level_fusion_starts_as_the_single_frame_network_and_learns_from_every_frame(gils):
     """frame_fusion 'finest': one stem for all frames; at init the output is the single-frame network's on the key
-    frame whatever the previous frames hold, yet the mix gets a gradient from every frame's C2, and once it is
-    non-zero the previous frames change the output."""
+    frame whatever the previous frames hold (GILS from the stem takes the key frame's stem map), yet the mix gets a
+    gradient from every frame's C2, and once it is non-zero the previous frames change the output."""
     torch.manual_seed(0)
     frames_input = {"channels": 1, "pixel_scale": 1.0, "mean": [0.4], "std": [0.2], "previous_frames": 2}
-    fused = build_detector(tiny_config(input={**frames_input, "frame_fusion": "finest"})).eval()
-    single = build_detector(tiny_config()).eval()
+    fused = build_detector(tiny_config({"gils": gils}, input={**frames_input, "frame_fusion": "finest"})).eval()
+    single = build_detector(tiny_config({"gils": gils})).eval()
     assert fused.backbone.conv1.in_channels == 1 and fused.frame_fusion.mix.in_channels == 3 * 8
     missing = single.load_state_dict({k: v for k, v in fused.state_dict().items() if not k.startswith("frame_fusion")})
     assert not missing.missing_keys and not missing.unexpected_keys
@@ -344,14 +357,14 @@ def test_gils_batch_norm_adapter_folds_away_in_onnxruntime_with_parity(tmp_path)
                                atol=1e-6)
 
 
-@pytest.mark.parametrize("fusion", ["stem", "finest"])
-def test_bpfpn_multi_frame_exports_to_onnx_with_parity(tmp_path, fusion):
+@pytest.mark.parametrize("fusion, gils_source", [("stem", "c2"), ("finest", "c2"), ("finest", "stem")])
+def test_bpfpn_multi_frame_exports_to_onnx_with_parity(tmp_path, fusion, gils_source):
     import onnx
     import onnxruntime
 
     torch.manual_seed(0)
     detector = build_detector(tiny_config(
-        {"gils": {"enabled": True, "gate": True}, "dgr": {"weight": 0.1}},
+        {"gils": {"enabled": True, "gate": True, "source": gils_source}, "dgr": {"weight": 0.1}},
         input={"channels": 1, "pixel_scale": 1.0, "mean": [0.4], "std": [0.2], "previous_frames": 2,
                "frame_fusion": fusion},
         postprocess={"score_threshold": 0.0, "pre_top_k": 20}))
@@ -369,7 +382,7 @@ def test_bpfpn_multi_frame_exports_to_onnx_with_parity(tmp_path, fusion):
     assert {node.domain for node in model.graph.node} <= {""}  # standard ONNX ops only
     assert model.opset_import[0].version == 17
     assert not any("regularizer" in init.name for init in model.graph.initializer)  # DGR is not exported
-    assert tensorrt_problems(model) == []  # either fusion parses in TensorRT
+    assert tensorrt_problems(model) == []  # either fusion and either GILS source parse in TensorRT
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert session.get_modelmeta().custom_metadata_map["frames"] == "3"
     detector.eval()
