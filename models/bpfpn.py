@@ -35,8 +35,8 @@ class LowLevelShortcut(nn.Module):
 
     ``factor`` = finest stride / source stride; the source is padded bottom/right to factor x (H, W) (a no-op for
     inputs padded to the coarsest stride, as the engines do) and rearranged by pixel unshuffle into
-    in_channels x factor^2 channels. With ``detach`` the backbone gets no gradient through this path; with ``gate`` the result is
-    scaled per channel by a gate that starts at 0.
+    in_channels x factor^2 channels. With ``detach`` the backbone gets no gradient through this path; with ``gate``
+    the result is scaled per channel by a gate that starts at 0.
     """
 
     def __init__(self, config: GilsConfig, in_channels: int, out_channels: int, factor: int):
