@@ -28,7 +28,8 @@ def parser() -> argparse.ArgumentParser:
                                     "http://, ...), V4L2 camera (/dev/video0) or GStreamer pipeline ending in "
                                     "appsink (sets source.kind=auto and source.path), or 'synthetic'")
     p.add_argument("--weights", help="detector ONNX file (sets detector.weights)")
-    p.add_argument("--engine", help="detector backend (sets detector.engine): auto, classical, onnxruntime, tensorrt, torch, null")
+    p.add_argument("--engine", help="detector backend (sets detector.engine): auto, classical, onnxruntime, tensorrt, "
+                                    "torch, null")
     p.add_argument("--out", help="run folder for the outputs (sets outputs.dir)")
     p.add_argument("--show", action="store_true", help="show annotated frames in a window (sets outputs.show=true)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

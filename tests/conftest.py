@@ -23,8 +23,8 @@ def shared_data() -> Path:
 
 
 def sigterm_pipeline(args: list[str], files: list[Path], min_lines: int) -> tuple[int, str]:
-    """Start run_pipeline.py with ``args``, send SIGTERM once every file in ``files`` holds ``min_lines`` lines (or after
-    two minutes), and return its exit status and stderr."""
+    """Start run_pipeline.py with ``args``, send SIGTERM once every file in ``files`` holds ``min_lines`` lines (or
+    after two minutes), and return its exit status and stderr."""
     proc = subprocess.Popen([sys.executable, str(REPO / "run_pipeline.py"), *args], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120

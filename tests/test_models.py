@@ -161,8 +161,8 @@ def test_fcos_targets_boundary_smallest_area_and_empty_images():
     assert labels.tolist() == [1, 0]
     assert distances.tolist() == [[2.0, 2.0, 2.0, 2.0], [12.0, 4.0, 4.0, 4.0]]
     for no_boxes in (torch.zeros((0, 4)), torch.zeros((1, 4))):  # none, and the empty box a paste can leave
-        labels, distances, _ = assign_fcos_targets(points, ranges, no_boxes, torch.zeros(len(no_boxes), dtype=torch.long),
-                                                num_classes=1)
+        no_labels = torch.zeros(len(no_boxes), dtype=torch.long)
+        labels, distances, _ = assign_fcos_targets(points, ranges, no_boxes, no_labels, num_classes=1)
         assert (labels == 1).all() and (distances == 0).all()
 
 

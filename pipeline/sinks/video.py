@@ -21,7 +21,8 @@ def _palette(n: int = 64) -> np.ndarray:
 
 
 class AutoGain:
-    """Maps 8/16-bit IR to 8-bit for display only: robust percentiles, smoothed over time so the picture does not flicker."""
+    """Maps 8/16-bit IR to 8-bit for display only: robust percentiles, smoothed over time so the picture does not
+    flicker."""
 
     def __init__(self, low_pct: float = 0.5, high_pct: float = 99.9, smoothing: float = 0.9):
         self.low_pct, self.high_pct, self.smoothing = low_pct, high_pct, smoothing
@@ -76,8 +77,8 @@ class TrackRenderer:
                         colour, 1, cv2.LINE_AA)
         for track_id in [t for t, seen in self._last_seen.items() if index - seen > self.trail_length]:
             del self._trails[track_id], self._last_seen[track_id]
-        cv2.putText(picture, f"{result.frame.stream_id} #{index + 1}  tracks {len(tracks)}  dets {len(result.detections)}",
-                    (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+        caption = f"{result.frame.stream_id} #{index + 1}  tracks {len(tracks)}  dets {len(result.detections)}"
+        cv2.putText(picture, caption, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
         return picture
 
 
