@@ -14,7 +14,7 @@ from torch import nn  # noqa: E402
 from engines.config import DetectorConfig  # noqa: E402
 from engines.onnxruntime_backend import OnnxRuntimeDetector  # noqa: E402
 from models.backbones import ResNet  # noqa: E402
-from models.config import BackboneConfig, HeadConfig, NeckConfig, PostprocessConfig  # noqa: E402
+from models.config import BackboneConfig, HeadConfig, NeckConfig, PostprocessConfig, read_model_config  # noqa: E402
 from models.detector import build_detector  # noqa: E402
 from models.export import ExportableDetector, export_onnx  # noqa: E402
 from models.heads import ChannelExchange, FCOSHead, HeadOutputs, top_k_ascending  # noqa: E402
@@ -42,6 +42,13 @@ def tiny_config(**sections) -> dict:
 
 def load_config(name: str) -> dict:
     return yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda path: path.stem)
+def test_every_shipped_model_config_builds_its_detector(path):
+    """Each file in configs/models/ (its base: files merged) is a valid config; its name is the file's."""
+    detector = build_detector(read_model_config(path), str(path))
+    assert detector.config.name == path.stem and detector(torch.zeros(1, detector.frames, 64, 64)).cls_logits
 
 
 # ---------------------------------------------------------------------------------------------------------------
