@@ -97,7 +97,8 @@ def score_split(test_set: ResizedTestSet, detections: list[Detections]) -> VocRe
 
 def pd_at_false_alarms(test_set: ResizedTestSet, detections: list[Detections], false_alarms_per_image: float
                        ) -> float | None:
-    """Pd by 3 px centroid distance at ``false_alarms_per_image`` (None: no swept threshold reaches that rate)."""
+    """Pd by 3 px centroid distance at ``false_alarms_per_image`` (None: even the highest swept threshold makes more
+    false alarms than that)."""
     gt = [annotation.boxes for annotation in test_set.dataset.annotations]
     return pd_at_false_alarm_rates(detections, gt, [false_alarms_per_image], PD_THRESHOLDS)[1][false_alarms_per_image]
 
