@@ -97,8 +97,8 @@ class Detector(nn.Module):
             images = images.reshape(-1, 1, images.shape[2], images.shape[3])
         stem = self.backbone.stem(images)
         features = self.backbone.stages_after_stem(stem, after_first_stage=self.frame_fusion)
-        if self.frame_fusion is not None:
-            stem = stem[self.frames - 1::self.frames]  # the key frames' (a GILS source), as FinestLevelFusion's C2
+        if self.frame_fusion is not None and self.neck.shortcut_from_stem:
+            stem = stem[self.frames - 1::self.frames]  # GILS takes the key frames', as FinestLevelFusion's C2
         pyramid = self.neck(features, stem)
         outputs = self.head(pyramid)
         if self.training:
