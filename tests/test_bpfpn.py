@@ -1,6 +1,7 @@
 """BP-FPN (GILS, DGR), the multi-frame input and the clip-sequence dataset: shapes, where gradients flow, the DGR
 loss against a direct cosine computation, defaults identical to the plain FPN, ONNX parity in ONNX Runtime, and
 sequences checked against an independent OpenCV decode of synthetic and real clips."""
+import itertools
 import math
 from pathlib import Path
 
@@ -10,13 +11,14 @@ import pytest
 torch = pytest.importorskip("torch")
 import cv2  # noqa: E402
 import yaml  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from engines.config import DetectorConfig  # noqa: E402
 from engines.onnx_graph import tensorrt_problems  # noqa: E402
 from engines.onnxruntime_backend import OnnxRuntimeDetector  # noqa: E402
 from models.backbones import ResNet  # noqa: E402
-from models.bpfpn import DirectionalGradientRegularizer, LowLevelShortcut  # noqa: E402
+from models.bpfpn import DirectionalGradientRegularizer, LowLevelShortcut, space_to_depth_conv  # noqa: E402
 from models.config import DgrConfig, GilsConfig, ModelConfig, NeckConfig  # noqa: E402
 from models.detector import GreyToChannels, build_detector  # noqa: E402
 from models.export import ExportableDetector, export_onnx  # noqa: E402
@@ -75,15 +77,28 @@ def test_gils_keeps_the_pyramid_shapes(levels, kernel_size, size, source):
 
 
 def test_space_to_depth_keeps_every_c2_value():
-    shortcut = LowLevelShortcut(GilsConfig(enabled=True), in_channels=2, out_channels=8, factor=2)
+    """Each of the adapter's in_channels x 4 input channels sees one C2 pixel of each 2x2 block: a 1x1 conv that
+    picks channel c * 4 + dy * 2 + dx returns C2[c, 2 i + dy, 2 j + dx]."""
     c2 = torch.arange(2 * 4 * 6, dtype=torch.float32).view(1, 2, 4, 6)
-    captured = {}
-    shortcut.adapter[0].register_forward_hook(lambda module, inputs, output: captured.update(x=inputs[0]))
-    shortcut(c2, (2, 3))
-    assert captured["x"].shape == (1, 8, 2, 3)
-    assert sorted(captured["x"].flatten().tolist()) == c2.flatten().tolist()
-    # channel c * 4 + dy * 2 + dx holds C2[c, 2 i + dy, 2 j + dx]
-    assert captured["x"][0, 1 * 4 + 1 * 2 + 0, 1, 2].item() == c2[0, 1, 3, 4].item()
+    for c, dy, dx in itertools.product(range(2), range(2), range(2)):
+        weight = torch.zeros(1, 8, 1, 1)
+        weight[0, c * 4 + dy * 2 + dx] = 1.0
+        assert torch.equal(space_to_depth_conv(c2, weight, 2)[0, 0], c2[0, c, dy::2, dx::2])
+
+
+@pytest.mark.parametrize("factor", [1, 2, 4])
+@pytest.mark.parametrize("kernel_size", [1, 3, 5])
+def test_gils_strided_conv_equals_its_adapter_on_the_pixel_unshuffled_source(factor, kernel_size):
+    """The shortcut runs its adapter as one strided conv on the source; the adapter is defined on the source
+    padded bottom/right to factor x the output size (here 1 px short where factor > 1) and pixel-unshuffled."""
+    torch.manual_seed(factor * 10 + kernel_size)
+    shortcut = LowLevelShortcut(GilsConfig(enabled=True, kernel_size=kernel_size), in_channels=3, out_channels=4,
+                                factor=factor).double()
+    short = 1 if factor > 1 else 0
+    source = torch.randn(2, 3, 6 * factor - short, 5 * factor - short, dtype=torch.float64)
+    padded = F.pad(source, (0, short, 0, short))
+    expected = shortcut.adapter(F.pixel_unshuffle(padded, factor))
+    torch.testing.assert_close(shortcut(source, (6, 5)), expected)
 
 
 @pytest.mark.parametrize("detach", [True, False])
