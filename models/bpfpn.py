@@ -33,13 +33,14 @@ class LowLevelShortcut(nn.Module):
     """GILS: the source map (C2 or the stem's) [N, in_channels, Hs, Ws] -> [N, out_channels, H, W], to add to the
     finest output [.., H, W].
 
-    ``factor`` = finest stride / source stride; the source is padded bottom/right to factor x (H, W) (a no-op for
-    inputs padded to the coarsest stride, as the engines do). The adapter's conv is defined on the space-to-depth
-    (pixel unshuffle) of the source, in_channels x factor^2 channels, and runs as the equal strided conv on the
-    source itself (``space_to_depth_conv``): same values and multiply-adds, but no transpose of the largest map
-    in the network, which cost ONNX Runtime about a quarter of the whole model's latency. With ``detach`` the
-    backbone gets no gradient through this path; with ``gate`` the result is scaled per channel by a gate that
-    starts at 0.
+    ``factor`` = finest stride / source stride. The adapter's conv is defined on the space-to-depth (pixel
+    unshuffle) of the source, in_channels x factor^2 channels, and runs as the equal strided conv on the source
+    itself (``space_to_depth_conv``): same values and multiply-adds, without the transpose of the largest map in
+    the network that cost ONNX Runtime a quarter to a third of the model's latency. A source smaller than
+    factor x (H, W) (odd sizes) is padded bottom/right first; inputs padded to the coarsest stride, as the engines
+    pad them, never need it, so the exported graph (traced at such a size) has no Pad, which would copy that map
+    again. With ``detach`` the backbone gets no gradient through this path; with ``gate`` the result is scaled per
+    channel by a gate that starts at 0.
     """
 
     def __init__(self, config: GilsConfig, in_channels: int, out_channels: int, factor: int):
@@ -55,8 +56,9 @@ class LowLevelShortcut(nn.Module):
 
     def forward(self, source: Tensor, size: tuple[int, int]) -> Tensor:
         x = source.detach() if self.detach else source
-        if self.factor > 1:
-            x = F.pad(x, (0, size[1] * self.factor - x.shape[3], 0, size[0] * self.factor - x.shape[2]))
+        missing = (size[0] * self.factor - x.shape[2], size[1] * self.factor - x.shape[3])
+        if missing != (0, 0):
+            x = F.pad(x, (0, missing[1], 0, missing[0]))
         x = self.adapter[1:](space_to_depth_conv(x, self.adapter[0].weight, self.factor))
         return x if self.gate is None else x * self.gate
 
