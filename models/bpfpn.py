@@ -7,10 +7,11 @@ Gradient Regularization (training-only cross-level consistency). Both modules be
 switch in NeckConfig (``gils``, ``dgr``) so an ablation is one config line; both off is the plain FPN, unchanged.
 
 - GILS (``LowLevelShortcut``): C2 (stride 4), gradient stopped, space-to-depth to the finest output's stride (no
-  value is lost, so a 1-2 px target survives, where pooling or a strided conv could average it away), a small
-  adapter (conv, GroupNorm or BatchNorm, ReLU), added to the finest output. Only the adapter learns from this path.
-  A pyramid with P2 already takes C2 through its lateral conv, so there GILS adds only a detached copy of it; with
-  ``source: stem`` it takes the stem's stride-2 map instead, the finer detail such a pyramid otherwise never sees.
+  value is lost, so a 1-2 px target survives, where pooling could average it away), a small adapter (conv,
+  GroupNorm or BatchNorm, ReLU; the conv and the space-to-depth run as one equal strided conv), added to the finest
+  output. Only the adapter learns from this path. A pyramid with P2 already takes C2 through its lateral conv, so
+  there GILS adds only a detached copy of it; with ``source: stem`` it takes the stem's stride-2 map instead, the
+  finer detail such a pyramid otherwise never sees.
 - DGR (``DirectionalGradientRegularizer``): for each pair of adjacent outputs, 1 - cos between a 1x1 projection
   of the learning level and the other level, detached, at the finer level's resolution (nearest upsampling),
   averaged over pixels and summed over pairs, times ``weight``. Gradient flows one way only: by default into the
