@@ -36,12 +36,12 @@ class LowLevelShortcut(nn.Module):
 
     ``factor`` = finest stride / source stride. The adapter's conv is defined on the space-to-depth (pixel
     unshuffle) of the source, in_channels x factor^2 channels, and runs as the equal strided conv on the source
-    itself (``space_to_depth_conv``): same values and multiply-adds, without the transpose of the largest map in
-    the network that cost ONNX Runtime a quarter to a third of the model's latency. A source smaller than
-    factor x (H, W) (odd sizes) is padded bottom/right first; inputs padded to the coarsest stride, as the engines
-    pad them, never need it, so the exported graph (traced at such a size) has no Pad, which would copy that map
-    again. With ``detach`` the backbone gets no gradient through this path; with ``gate`` the result is scaled per
-    channel by a gate that starts at 0.
+    itself (``space_to_depth_conv``): same values and multiply-adds, without a transpose of the largest map in the
+    network. A source smaller than factor x (H, W) (odd sizes) is padded bottom/right first; inputs padded to the
+    coarsest stride, as the engines pad them, never need it, so the exported graph (traced at such a size) has no
+    Pad, which would copy that map again. The transpose and the Pad together cost ONNX Runtime a quarter to a third
+    of the model's latency (README, "BP-FPN on thermal video"). With ``detach`` the backbone gets no gradient
+    through this path; with ``gate`` the result is scaled per channel by a gate that starts at 0.
     """
 
     def __init__(self, config: GilsConfig, in_channels: int, out_channels: int, factor: int):
